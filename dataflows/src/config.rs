@@ -1,0 +1,104 @@
+//! Settings of the label join and the replay job (sections `[join]` and
+//! `[replay]` of `configs/default.toml`, which documents each field).
+
+use serde::{Deserialize, Serialize};
+
+/// Attribution rules (contract "Label join").
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JoinConfig {
+    /// An action is attributed when `exposure.ts_ms <= action.ts_ms <= exposure.ts_ms + window_ms`.
+    pub window_ms: i64,
+    /// How far behind the newest event of a source an event may arrive and still count:
+    /// the watermark of a source is its largest `ts_ms` seen minus this.
+    pub allowed_lateness_ms: i64,
+    /// How long after an exposure closes its identity is remembered, so that a
+    /// straggling action is reported as `late_action` (not `orphan_action`) and a
+    /// repeated exposure as a duplicate.
+    pub late_retention_ms: i64,
+}
+
+impl Default for JoinConfig {
+    fn default() -> Self {
+        JoinConfig { window_ms: 30 * 60 * 1000, allowed_lateness_ms: 60 * 1000, late_retention_ms: 60 * 60 * 1000 }
+    }
+}
+
+impl JoinConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.window_ms < 0 {
+            return Err(format!("join.window_ms = {} must be >= 0", self.window_ms));
+        }
+        if self.allowed_lateness_ms < 0 {
+            return Err(format!("join.allowed_lateness_ms = {} must be >= 0", self.allowed_lateness_ms));
+        }
+        if self.late_retention_ms < 0 {
+            return Err(format!("join.late_retention_ms = {} must be >= 0", self.late_retention_ms));
+        }
+        Ok(())
+    }
+}
+
+/// How the replay job runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplayConfig {
+    /// Timely worker threads (`-w`).
+    pub workers: usize,
+    /// Lines per input chunk. A chunk is one timely epoch: the unit of parsing
+    /// parallelism and of watermark progress. Results do not depend on it when
+    /// events arrive within the allowed lateness.
+    pub chunk_lines: usize,
+    /// Longest accepted input line; longer lines are dead-lettered (`line_too_long`).
+    pub max_line_bytes: usize,
+    /// Wall-clock time between commits of pair state, window snapshot and input
+    /// positions (one RocksDB WriteBatch each). A crash loses at most this much work.
+    pub commit_interval_ms: u64,
+    /// Chunks in flight between the reader and the committer: bounds memory.
+    pub max_inflight_chunks: usize,
+    /// Pair counters cached per worker in front of RocksDB.
+    pub pair_cache_entries: usize,
+    /// Capacity of the in-process transitions channel (the learner's feed);
+    /// a full channel slows the job down instead of growing a buffer.
+    pub transitions_channel_capacity: usize,
+    /// At the end of the input, close every open exposure (a one-shot replay).
+    /// With `false` (`--keep-open`) open exposures stay in the state and the next
+    /// replay onto it continues them, as if the inputs were one stream.
+    pub drain_at_end: bool,
+}
+
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig {
+            workers: 2,
+            chunk_lines: 16384,
+            max_line_bytes: 1 << 20,
+            commit_interval_ms: 1000,
+            max_inflight_chunks: 32,
+            pair_cache_entries: 2_000_000,
+            transitions_channel_capacity: 65536,
+            drain_at_end: true,
+        }
+    }
+}
+
+impl ReplayConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.workers == 0 {
+            return Err("replay.workers must be >= 1".into());
+        }
+        if self.chunk_lines == 0 {
+            return Err("replay.chunk_lines must be >= 1".into());
+        }
+        if self.max_line_bytes < 64 {
+            return Err("replay.max_line_bytes must be >= 64".into());
+        }
+        if self.max_inflight_chunks == 0 {
+            return Err("replay.max_inflight_chunks must be >= 1".into());
+        }
+        if self.transitions_channel_capacity == 0 {
+            return Err("replay.transitions_channel_capacity must be >= 1".into());
+        }
+        Ok(())
+    }
+}

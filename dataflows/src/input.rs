@@ -1,0 +1,382 @@
+//! Reading JSONL input files (plain or `.gz`) as a deterministic sequence of
+//! chunks, with resumable positions.
+//!
+//! Chunk boundaries depend only on the files (every `chunk_lines` lines, never
+//! across a file), and the next chunk is taken from the source whose pending
+//! chunk starts earliest in event time, so a resumed reader produces exactly
+//! the chunks an uninterrupted one would have.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::Source;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
+    #[error("{0}: no such file or directory")]
+    Missing(PathBuf),
+    #[error("{0}: directory holds no .jsonl, .json, .ndjson or .gz files")]
+    EmptyDir(PathBuf),
+}
+
+fn io(path: &Path, err: std::io::Error) -> InputError {
+    InputError::Io { path: path.to_path_buf(), err }
+}
+
+/// Expands paths: a directory stands for its `*.jsonl`, `*.ndjson`, `*.json`
+/// and `*.gz` files in name order; files are taken as given.
+pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
+    let mut out = Vec::new();
+    for p in paths {
+        let meta = std::fs::metadata(p).map_err(|_| InputError::Missing(p.clone()))?;
+        if meta.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                    f.is_file()
+                        && [".jsonl", ".ndjson", ".json", ".gz"].iter().any(|ext| name.ends_with(ext))
+                })
+                .collect();
+            files.sort();
+            if files.is_empty() {
+                return Err(InputError::EmptyDir(p.clone()));
+            }
+            out.extend(files);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Where one source's reading stands: the next line to read.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourcePos {
+    /// Index into the source's file list.
+    pub file: usize,
+    /// Byte offset in the (decompressed) file.
+    pub offset: u64,
+    /// 1-based number of the next line.
+    pub line: u64,
+}
+
+/// One chunk of input lines: one timely epoch.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Chunk {
+    pub epoch: u64,
+    pub source: Option<Source>,
+    /// Index into the job's file table.
+    pub file: u32,
+    /// Line number of the first line in `data`.
+    pub first_line: u64,
+    /// Lines, each ending in `\n` (over-long lines cut to the limit).
+    pub data: Vec<u8>,
+    /// Indices (within the chunk) of lines that were cut.
+    pub too_long: Vec<u32>,
+    /// Per source: no chunk of it follows this one in this run.
+    pub exhausted_after: [bool; 2],
+    /// The job commits after this epoch.
+    pub commit: bool,
+    /// The empty end-of-input marker.
+    pub last: bool,
+}
+
+/// Reads one file's lines, bounding memory for over-long lines.
+struct LineReader {
+    inner: Box<dyn BufRead + Send>,
+    offset: u64,
+    line: u64,
+}
+
+impl LineReader {
+    fn open(path: &Path, pos: &SourcePos) -> Result<LineReader, InputError> {
+        let mut file = File::open(path).map_err(|e| io(path, e))?;
+        let gz = path.extension().is_some_and(|e| e == "gz");
+        let mut inner: Box<dyn BufRead + Send> = if gz {
+            Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(BufReader::new(file))))
+        } else {
+            file.seek(SeekFrom::Start(pos.offset)).map_err(|e| io(path, e))?;
+            Box::new(BufReader::with_capacity(1 << 20, file))
+        };
+        if gz && pos.offset > 0 {
+            let skipped = std::io::copy(&mut (&mut inner).take(pos.offset), &mut std::io::sink())
+                .map_err(|e| io(path, e))?;
+            if skipped != pos.offset {
+                let msg = format!("resume offset {} is past the end ({skipped}): the file changed", pos.offset);
+                return Err(io(path, std::io::Error::new(std::io::ErrorKind::UnexpectedEof, msg)));
+            }
+        }
+        Ok(LineReader { inner, offset: pos.offset, line: pos.line.max(1) })
+    }
+
+    /// Appends the next line and a `\n` to `out`; `None` at end of file, else
+    /// whether the line was cut at `max` bytes.
+    fn next_line(&mut self, out: &mut Vec<u8>, max: usize) -> std::io::Result<Option<bool>> {
+        let start = out.len();
+        let mut cut = false;
+        let mut any = false;
+        loop {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                break;
+            }
+            any = true;
+            let (take, done) = match memchr::memchr(b'\n', buf) {
+                Some(i) => (i + 1, true),
+                None => (buf.len(), false),
+            };
+            let content = if done { take - 1 } else { take };
+            let room = max.saturating_sub(out.len() - start);
+            cut |= content > room;
+            out.extend_from_slice(&buf[..content.min(room)]);
+            self.inner.consume(take);
+            self.offset += take as u64;
+            if done {
+                break;
+            }
+        }
+        if !any {
+            return Ok(None);
+        }
+        self.line += 1;
+        out.push(b'\n');
+        Ok(Some(cut))
+    }
+}
+
+/// One source's files, read chunk by chunk.
+pub struct SourceReader {
+    source: Source,
+    /// (index in the job's file table, path)
+    files: Vec<(u32, PathBuf)>,
+    pos: SourcePos,
+    reader: Option<LineReader>,
+    chunk_lines: usize,
+    max_line_bytes: usize,
+}
+
+impl SourceReader {
+    pub fn new(source: Source, files: Vec<(u32, PathBuf)>, pos: SourcePos, chunk_lines: usize, max_line_bytes: usize) -> Self {
+        SourceReader { source, files, pos, reader: None, chunk_lines, max_line_bytes }
+    }
+
+    /// The next chunk and the position after it, or `None` when all files are read.
+    fn read_chunk(&mut self) -> Result<Option<(Chunk, SourcePos)>, InputError> {
+        loop {
+            let Some((file_idx, path)) = self.files.get(self.pos.file).cloned() else {
+                return Ok(None);
+            };
+            if self.reader.is_none() {
+                self.reader = Some(LineReader::open(&path, &self.pos)?);
+            }
+            let Some(reader) = self.reader.as_mut() else { continue };
+            let mut chunk = Chunk {
+                source: Some(self.source),
+                file: file_idx,
+                first_line: reader.line,
+                ..Chunk::default()
+            };
+            let mut n = 0u32;
+            let mut eof = false;
+            while (n as usize) < self.chunk_lines {
+                match reader.next_line(&mut chunk.data, self.max_line_bytes).map_err(|e| io(&path, e))? {
+                    None => {
+                        eof = true;
+                        break;
+                    }
+                    Some(cut) => {
+                        if cut {
+                            chunk.too_long.push(n);
+                        }
+                        n += 1;
+                    }
+                }
+            }
+            let after = if eof {
+                self.reader = None;
+                SourcePos { file: self.pos.file + 1, offset: 0, line: 1 }
+            } else {
+                SourcePos { file: self.pos.file, offset: reader.offset, line: reader.line }
+            };
+            self.pos = after.clone();
+            if n > 0 {
+                return Ok(Some((chunk, after)));
+            }
+        }
+    }
+}
+
+/// Extracts `ts_ms` from the first line of a chunk without a full parse: only
+/// used to decide which source to read next.
+pub fn first_ts(data: &[u8]) -> Option<i64> {
+    let line = &data[..memchr::memchr(b'\n', data).unwrap_or(data.len())];
+    let at = memchr::memmem::find(line, b"\"ts_ms\"")? + 7;
+    let rest = &line[at..];
+    let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
+    let rest = rest.strip_prefix(b":")?;
+    let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
+    let end = rest.iter().position(|b| !(b.is_ascii_digit() || *b == b'-')).unwrap_or(rest.len());
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}
+
+/// Both sources, merged into one deterministic sequence of chunks.
+pub struct Reader {
+    sources: Vec<SourceReader>,
+    ahead: Vec<Option<(Chunk, SourcePos, Option<i64>)>>,
+    done: [bool; 2],
+    /// Position after the last chunk handed out, per source.
+    pub positions: [SourcePos; 2],
+    pub next_epoch: u64,
+}
+
+impl Reader {
+    /// `sources[i]` must be the reader of `Source::ALL[i]`.
+    pub fn new(sources: Vec<SourceReader>, next_epoch: u64) -> Reader {
+        let positions = [sources[0].pos.clone(), sources[1].pos.clone()];
+        Reader { ahead: vec![None, None], sources, done: [false; 2], positions, next_epoch }
+    }
+
+    fn fill(&mut self, s: usize) -> Result<(), InputError> {
+        if self.ahead[s].is_none() && !self.done[s] {
+            match self.sources[s].read_chunk()? {
+                Some((c, pos)) => {
+                    let ts = first_ts(&c.data);
+                    self.ahead[s] = Some((c, pos, ts));
+                }
+                None => self.done[s] = true,
+            }
+        }
+        Ok(())
+    }
+
+    /// The next chunk, numbered with the next epoch; `None` when all input is read.
+    pub fn next_chunk(&mut self) -> Result<Option<Chunk>, InputError> {
+        self.fill(0)?;
+        self.fill(1)?;
+        let pick = match (&self.ahead[0], &self.ahead[1]) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => 0,
+            (None, Some(_)) => 1,
+            (Some(a), Some(b)) => usize::from(b.2.unwrap_or(i64::MIN) < a.2.unwrap_or(i64::MIN)),
+        };
+        let Some((mut chunk, pos, _)) = self.ahead[pick].take() else { return Ok(None) };
+        self.positions[pick] = pos;
+        self.fill(pick)?;
+        chunk.epoch = self.next_epoch;
+        self.next_epoch += 1;
+        chunk.exhausted_after = self.done;
+        Ok(Some(chunk))
+    }
+
+    /// Sources with nothing at all to read in this run.
+    pub fn exhausted(&mut self) -> Result<[bool; 2], InputError> {
+        self.fill(0)?;
+        self.fill(1)?;
+        Ok(self.done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+        let p = dir.join(name);
+        let mut f = File::create(&p).unwrap();
+        for l in lines {
+            writeln!(f, "{l}").unwrap();
+        }
+        p
+    }
+
+    fn lines(prefix: &str, n: usize, ts0: i64) -> Vec<String> {
+        (0..n).map(|i| format!("{{\"id\":\"{prefix}{i}\",\"ts_ms\":{}}}", ts0 + i as i64)).collect()
+    }
+
+    fn all_chunks(r: &mut Reader) -> Vec<Chunk> {
+        std::iter::from_fn(|| r.next_chunk().unwrap()).collect()
+    }
+
+    #[test]
+    fn resumed_reader_yields_the_same_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = write(dir.path(), "e.jsonl", &lines("e", 25, 0));
+        let a = write(dir.path(), "a.jsonl", &lines("a", 17, 3));
+        let make = |pe: SourcePos, pa: SourcePos, epoch| {
+            Reader::new(
+                vec![
+                    SourceReader::new(Source::Exposures, vec![(0, e.clone())], pe, 4, 1000),
+                    SourceReader::new(Source::Actions, vec![(1, a.clone())], pa, 4, 1000),
+                ],
+                epoch,
+            )
+        };
+        let whole = all_chunks(&mut make(SourcePos::default(), SourcePos::default(), 0));
+        assert_eq!(whole.iter().map(|c| c.data.iter().filter(|b| **b == b'\n').count()).sum::<usize>(), 42);
+        for cut in 1..whole.len() {
+            let mut r = make(SourcePos::default(), SourcePos::default(), 0);
+            let head: Vec<Chunk> = (0..cut).map(|_| r.next_chunk().unwrap().unwrap()).collect();
+            let [pe, pa] = r.positions.clone();
+            let tail = all_chunks(&mut make(pe, pa, r.next_epoch));
+            let joined: Vec<(u64, Vec<u8>, u64)> =
+                head.iter().chain(tail.iter()).map(|c| (c.epoch, c.data.clone(), c.first_line)).collect();
+            let expect: Vec<(u64, Vec<u8>, u64)> = whole.iter().map(|c| (c.epoch, c.data.clone(), c.first_line)).collect();
+            assert_eq!(joined, expect, "cut after {cut} chunks");
+        }
+        assert!(whole.last().unwrap().exhausted_after == [true, true]);
+    }
+
+    #[test]
+    fn gz_files_resume_at_their_decompressed_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.jsonl.gz");
+        let mut enc = flate2::write::GzEncoder::new(File::create(&p).unwrap(), flate2::Compression::fast());
+        for l in lines("x", 10, 0) {
+            writeln!(enc, "{l}").unwrap();
+        }
+        enc.finish().unwrap();
+        let mut s = SourceReader::new(Source::Exposures, vec![(0, p.clone())], SourcePos::default(), 3, 1000);
+        let (first, pos) = s.read_chunk().unwrap().unwrap();
+        assert_eq!(first.first_line, 1);
+        let mut s2 = SourceReader::new(Source::Exposures, vec![(0, p)], pos, 3, 1000);
+        let (second, _) = s2.read_chunk().unwrap().unwrap();
+        assert_eq!(second.first_line, 4);
+        assert!(String::from_utf8_lossy(&second.data).starts_with("{\"id\":\"x3\""));
+    }
+
+    #[test]
+    fn over_long_lines_are_cut_and_flagged_not_buffered_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "l.jsonl", &["short".to_string(), "y".repeat(10_000), "end".to_string()]);
+        let mut s = SourceReader::new(Source::Actions, vec![(0, p)], SourcePos::default(), 10, 100);
+        let (c, _) = s.read_chunk().unwrap().unwrap();
+        assert_eq!(c.too_long, vec![1]);
+        assert_eq!(c.data.len(), 6 + 101 + 4);
+    }
+
+    #[test]
+    fn first_ts_reads_the_field_of_the_first_line() {
+        assert_eq!(first_ts(b"{\"a\":1, \"ts_ms\" : -42,\"b\":2}\n{\"ts_ms\":7}\n"), Some(-42));
+        assert_eq!(first_ts(b"garbage\n{\"ts_ms\":7}\n"), None);
+    }
+
+    #[test]
+    fn directories_expand_to_their_data_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "b.jsonl", &[]);
+        write(dir.path(), "a.jsonl", &[]);
+        write(dir.path(), "notes.txt", &[]);
+        let got = expand_paths(&[dir.path().to_path_buf()]).unwrap();
+        let names: Vec<_> = got.iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+        assert_eq!(names, vec!["a.jsonl", "b.jsonl"]);
+        assert!(matches!(expand_paths(&[dir.path().join("zz")]), Err(InputError::Missing(_))));
+    }
+}

@@ -1,0 +1,690 @@
+//! The replay job: reads input files through the dataflow into the pair
+//! store, committing pair counters, input positions, window snapshots and
+//! output lengths in one RocksDB `WriteBatch` per commit, so that a killed
+//! job resumes to exactly the state of an uninterrupted one.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use rliv_state::{Commit, PairKey, StateError, Store, StoreOptions};
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::generic::operator::source;
+
+use crate::config::{JoinConfig, ReplayConfig};
+use crate::event::{Source, Transition};
+use crate::input::{expand_paths, Chunk, InputError, Reader, SourcePos, SourceReader};
+use crate::metrics::{Counter, Counters};
+use crate::operators::{
+    decode_snapshot, Abort, DeadLetter, InputMark, JoinStart, LabelJoin, PairState, ParseChunks, Report,
+    ReportSink, Side, TransitionBatch, TransitionOutputs,
+};
+
+const CHECKPOINT_KEY: &[u8] = b"job/checkpoint";
+const WINDOW_PREFIX: &[u8] = b"job/window/";
+const CHECKPOINT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("{0}")]
+    Resume(String),
+    #[error("{path}: {err}")]
+    Output { path: PathBuf, err: std::io::Error },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("the job stopped: {0}")]
+    Aborted(String),
+}
+
+fn out_err(path: &Path, err: std::io::Error) -> JobError {
+    JobError::Output { path: path.to_path_buf(), err }
+}
+
+/// An output file and how many bytes of it are committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputPos {
+    pub path: String,
+    pub len: u64,
+}
+
+/// The job's record in the `meta` column family, written with every commit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    /// The run's input files, exposures first.
+    pub files: Vec<(Source, String)>,
+    /// Next line to read, per source.
+    pub positions: [SourcePos; 2],
+    pub next_epoch: u64,
+    /// The run read all of its input.
+    pub finished: bool,
+    /// Counters over every run on this state.
+    pub counters: Counters,
+    /// `counters` when this run started.
+    pub run_start: Counters,
+    pub transitions: Option<OutputPos>,
+    pub dead_letters: OutputPos,
+    /// Exposures still open (kept for the next run with `--keep-open`).
+    pub open_exposures: u64,
+    pub commits: u64,
+}
+
+impl Checkpoint {
+    pub fn load(store: &Store) -> Result<Option<Checkpoint>, JobError> {
+        match store.get_meta(CHECKPOINT_KEY)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| JobError::State(StateError::Corrupt(format!("job checkpoint: {e}")))),
+        }
+    }
+}
+
+/// Live figures for a progress display.
+#[derive(Default, Debug)]
+pub struct Progress {
+    pub lines: AtomicU64,
+    pub closed_exposures: AtomicU64,
+    pub pairs: AtomicU64,
+    pub epochs: AtomicU64,
+}
+
+/// Everything a replay needs.
+#[derive(Clone)]
+pub struct ReplayRequest {
+    pub exposures: Vec<PathBuf>,
+    pub actions: Vec<PathBuf>,
+    pub state_dir: PathBuf,
+    pub transitions: Option<PathBuf>,
+    /// Defaults to `STATE/dead-letters.jsonl`.
+    pub dead_letters: Option<PathBuf>,
+    pub join: JoinConfig,
+    pub replay: ReplayConfig,
+    pub store: StoreOptions,
+    /// Replay files that this state already finished replaying.
+    pub allow_repeat: bool,
+    /// In-process consumer of transitions (bounded: it slows the job when full).
+    pub consumer: Option<Sender<Transition>>,
+    pub progress: Option<Arc<Progress>>,
+}
+
+impl ReplayRequest {
+    pub fn new(exposures: Vec<PathBuf>, actions: Vec<PathBuf>, state_dir: PathBuf) -> Self {
+        ReplayRequest {
+            exposures,
+            actions,
+            state_dir,
+            transitions: None,
+            dead_letters: None,
+            join: JoinConfig::default(),
+            replay: ReplayConfig::default(),
+            store: StoreOptions::default(),
+            allow_repeat: false,
+            consumer: None,
+            progress: None,
+        }
+    }
+}
+
+/// What a finished replay reports.
+#[derive(Clone, Debug, Serialize)]
+pub struct Summary {
+    /// This run's counters (across restarts of the same run).
+    pub run: std::collections::BTreeMap<&'static str, u64>,
+    pub pairs_total: u64,
+    pub open_exposures: u64,
+    pub resumed: bool,
+    pub epochs: u64,
+    pub commits: u64,
+    /// Wall time of this process's part of the run.
+    pub elapsed_s: f64,
+    /// Input lines per second in this process.
+    pub events_per_s: f64,
+    pub peak_rss_bytes: u64,
+    pub workers: usize,
+    pub dead_letters: String,
+}
+
+/// Runs a replay to the end of its input.
+pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
+    req.join.validate().map_err(JobError::Config)?;
+    req.replay.validate().map_err(JobError::Config)?;
+    let started = Instant::now();
+
+    let mut files: Vec<(Source, PathBuf)> = Vec::new();
+    for p in expand_paths(&req.exposures)? {
+        files.push((Source::Exposures, p));
+    }
+    for p in expand_paths(&req.actions)? {
+        files.push((Source::Actions, p));
+    }
+    let file_names: Vec<(Source, String)> = files.iter().map(|(s, p)| (*s, p.display().to_string())).collect();
+
+    let store = Arc::new(Store::open(&req.state_dir, &req.store)?);
+    let previous = Checkpoint::load(&store)?;
+    let dead_path = req.dead_letters.clone().unwrap_or_else(|| req.state_dir.join("dead-letters.jsonl"));
+
+    let (cp, resumed, reopen) = match previous {
+        Some(cp) if cp.version != CHECKPOINT_VERSION => {
+            return Err(JobError::Resume(format!(
+                "state was written by checkpoint format {} (this rliv reads {CHECKPOINT_VERSION})",
+                cp.version
+            )))
+        }
+        Some(cp) if !cp.finished => {
+            if cp.files != file_names {
+                return Err(JobError::Resume(format!(
+                    "{} holds an unfinished replay of other inputs ({}); run it again with the same \
+                     --exposures/--actions to resume it, or use a new --state directory",
+                    req.state_dir.display(),
+                    describe(&cp.files)
+                )));
+            }
+            let want = req.transitions.as_ref().map(|p| p.display().to_string());
+            if cp.transitions.as_ref().map(|t| t.path.clone()) != want {
+                return Err(JobError::Resume(format!(
+                    "the unfinished replay in {} wrote transitions to {:?}; resume it with the same --transitions",
+                    req.state_dir.display(),
+                    cp.transitions.as_ref().map(|t| t.path.as_str()).unwrap_or("(none)")
+                )));
+            }
+            (cp, true, false)
+        }
+        Some(cp) => {
+            if cp.files == file_names && !req.allow_repeat {
+                return Err(JobError::Resume(format!(
+                    "{} already replayed exactly these inputs to the end; replaying them again would count \
+                     them twice (pass --allow-repeat if that is what you want)",
+                    req.state_dir.display()
+                )));
+            }
+            let next = Checkpoint {
+                files: file_names.clone(),
+                positions: Default::default(),
+                finished: false,
+                run_start: cp.counters.clone(),
+                transitions: req.transitions.as_ref().map(|p| OutputPos { path: p.display().to_string(), len: 0 }),
+                dead_letters: OutputPos { path: dead_path.display().to_string(), len: 0 },
+                ..cp
+            };
+            (next, false, true)
+        }
+        None => (
+            Checkpoint {
+                version: CHECKPOINT_VERSION,
+                files: file_names.clone(),
+                positions: Default::default(),
+                next_epoch: 0,
+                finished: false,
+                counters: Counters::default(),
+                run_start: Counters::default(),
+                transitions: req.transitions.as_ref().map(|p| OutputPos { path: p.display().to_string(), len: 0 }),
+                dead_letters: OutputPos { path: dead_path.display().to_string(), len: 0 },
+                open_exposures: 0,
+                commits: 0,
+            },
+            false,
+            false,
+        ),
+    };
+    let snapshots: Vec<Vec<u8>> = store.meta_with_prefix(WINDOW_PREFIX)?.into_iter().map(|(_, v)| v).collect();
+
+    let transitions_out = match &req.transitions {
+        Some(p) => Some(OutputFile::open(p, cp.transitions.as_ref().map_or(0, |t| t.len))?),
+        None => None,
+    };
+    let dead_out = OutputFile::open(Path::new(&cp.dead_letters.path), cp.dead_letters.len)?;
+
+    let workers = req.replay.workers;
+    let start_epoch = cp.next_epoch;
+    let start_positions = cp.positions.clone();
+    let abort = Arc::new(Abort::default());
+    let durable_before = Arc::new(AtomicU64::new(start_epoch));
+    let done_before = Arc::new(AtomicU64::new(start_epoch));
+    let progress = req.progress.clone().unwrap_or_default();
+    progress.pairs.store(cp.counters.get(Counter::NewPairs), Ordering::Relaxed);
+    let (tx, rx) = crossbeam_channel::unbounded::<Report>();
+
+    let mut committer = Committer {
+        store: store.clone(),
+        workers,
+        cp,
+        transitions: transitions_out,
+        dead: dead_out,
+        file_names: file_names.clone(),
+        consumer: req.consumer.clone(),
+        durable_before: durable_before.clone(),
+        done_before: done_before.clone(),
+        progress: progress.clone(),
+        abort: abort.clone(),
+        sync: req.store.sync_commits,
+        pending_puts: HashMap::new(),
+        epochs_done: 0,
+    };
+    let committer_thread = std::thread::Builder::new()
+        .name("rliv-committer".into())
+        .spawn(move || committer.run(rx).map(|()| committer.cp))
+        .map_err(|e| JobError::Aborted(format!("starting the committer: {e}")))?;
+
+    let mut readers = Vec::new();
+    for (i, s) in Source::ALL.iter().enumerate() {
+        let list: Vec<(u32, PathBuf)> = files
+            .iter()
+            .enumerate()
+            .filter(|(_, (src, _))| src == s)
+            .map(|(idx, (_, p))| (idx as u32, p.clone()))
+            .collect();
+        let pos = start_positions[i].clone();
+        readers.push(SourceReader::new(*s, list, pos, req.replay.chunk_lines, req.replay.max_line_bytes));
+    }
+    let reader = Arc::new(Mutex::new(Some(Reader::new(readers, start_epoch))));
+
+    let cfg = req.replay.clone();
+    let join_cfg = req.join.clone();
+    let outputs = TransitionOutputs { lines: req.transitions.is_some(), records: req.consumer.is_some() };
+    let start = JoinStart { snapshots, reopen };
+    let worker_abort = abort.clone();
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let index = worker.index();
+        let reader = reader.lock().ok().and_then(|mut r| if index == 0 { r.take() } else { None });
+        let tx = tx.clone();
+        let abort = worker_abort.clone();
+        let store = store.clone();
+        let durable_before = durable_before.clone();
+        let done_before = done_before.clone();
+        let cfg = cfg.clone();
+        let join_cfg = join_cfg.clone();
+        let start = start.clone();
+        worker.dataflow::<u64, _, _>(move |scope| {
+            let chunks = read_input(scope, reader, cfg.clone(), tx.clone(), done_before, abort.clone());
+            chunks
+                .parse_chunks()
+                .label_join(join_cfg, cfg.drain_at_end, start, abort.clone())
+                .pair_state(store, cfg.pair_cache_entries, durable_before, outputs, abort)
+                .report_to(tx);
+        });
+        while worker.has_dataflows() {
+            worker.step_or_park(Some(Duration::from_millis(50)));
+        }
+    })
+    .map_err(JobError::Aborted)?;
+    let results = guards.join();
+    for r in results {
+        if let Err(e) = r {
+            abort.raise(format!("a worker failed: {e}"));
+        }
+    }
+    let cp = committer_thread
+        .join()
+        .map_err(|_| JobError::Aborted("the committer thread panicked".into()))??;
+    if let Some(e) = abort.error() {
+        return Err(JobError::Aborted(e));
+    }
+
+    let run = cp.counters.since(&cp.run_start);
+    let elapsed = started.elapsed().as_secs_f64();
+    let lines_here = progress.lines.load(Ordering::Relaxed);
+    Ok(Summary {
+        run: run.to_map(),
+        pairs_total: cp.counters.get(Counter::NewPairs),
+        open_exposures: cp.open_exposures,
+        resumed,
+        epochs: cp.next_epoch,
+        commits: cp.commits,
+        elapsed_s: elapsed,
+        events_per_s: if elapsed > 0.0 { lines_here as f64 / elapsed } else { 0.0 },
+        peak_rss_bytes: peak_rss_bytes(),
+        workers,
+        dead_letters: cp.dead_letters.path.clone(),
+    })
+}
+
+fn describe(files: &[(Source, String)]) -> String {
+    let mut names: Vec<&str> = files.iter().map(|(_, p)| p.as_str()).take(3).collect();
+    if files.len() > 3 {
+        names.push("...");
+    }
+    names.join(", ")
+}
+
+/// The reader: on worker 0, hands out one chunk per epoch, at most
+/// `max_inflight_chunks` ahead of the committer.
+fn read_input<'scope>(
+    scope: timely::dataflow::Scope<'scope, u64>,
+    reader: Option<Reader>,
+    cfg: ReplayConfig,
+    tx: Sender<Report>,
+    done_before: Arc<AtomicU64>,
+    abort: Arc<Abort>,
+) -> timely::dataflow::Stream<'scope, u64, Vec<Chunk>> {
+    source(scope, "ReadInput", move |cap, info| {
+        let activator = scope.activator_for(info.address);
+        let mut reader = reader;
+        let mut cap = match &reader {
+            Some(r) => {
+                let mut c = cap;
+                c.downgrade(&r.next_epoch);
+                Some(c)
+            }
+            None => None,
+        };
+        let commit_every = Duration::from_millis(cfg.commit_interval_ms);
+        let mut last_commit = Instant::now();
+        move |output| {
+            let (Some(c), Some(r)) = (cap.as_mut(), reader.as_mut()) else {
+                cap = None;
+                return;
+            };
+            if abort.raised() {
+                cap = None;
+                return;
+            }
+            for _ in 0..4 {
+                let epoch = r.next_epoch;
+                if epoch >= done_before.load(Ordering::Acquire) + cfg.max_inflight_chunks as u64 {
+                    activator.activate_after(Duration::from_micros(300));
+                    return;
+                }
+                let next = match r.next_chunk() {
+                    Ok(next) => next,
+                    Err(e) => {
+                        abort.raise(e.to_string());
+                        cap = None;
+                        return;
+                    }
+                };
+                let (chunk, last) = match next {
+                    Some(mut chunk) => {
+                        chunk.commit = last_commit.elapsed() >= commit_every;
+                        (chunk, false)
+                    }
+                    None => {
+                        r.next_epoch += 1;
+                        let chunk = Chunk { epoch, commit: true, last: true, exhausted_after: [true, true], ..Chunk::default() };
+                        (chunk, true)
+                    }
+                };
+                if chunk.commit {
+                    last_commit = Instant::now();
+                }
+                let _ = tx.send(Report::Input(InputMark {
+                    epoch,
+                    positions: r.positions.clone(),
+                    commit: chunk.commit,
+                    last,
+                }));
+                c.downgrade(&epoch);
+                output.session(c).give(chunk);
+                if last {
+                    cap = None;
+                    reader = None;
+                    return;
+                }
+                c.downgrade(&(epoch + 1));
+            }
+            activator.activate();
+        }
+    })
+    .container::<Vec<_>>()
+}
+
+/// An append-only output file whose committed length is recorded.
+struct OutputFile {
+    path: PathBuf,
+    out: BufWriter<File>,
+    len: u64,
+}
+
+impl OutputFile {
+    /// Opens `path` cut back to `committed` bytes (what the last commit recorded).
+    fn open(path: &Path, committed: u64) -> Result<OutputFile, JobError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| out_err(dir, e))?;
+        }
+        let mut f = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| out_err(path, e))?;
+        let actual = f.metadata().map_err(|e| out_err(path, e))?.len();
+        if actual < committed {
+            return Err(JobError::Resume(format!(
+                "{} has {actual} bytes but the state's last commit recorded {committed}: it was changed or \
+                 replaced since; restore it or start over with a new --state",
+                path.display()
+            )));
+        }
+        f.set_len(committed).map_err(|e| out_err(path, e))?;
+        f.seek(SeekFrom::Start(committed)).map_err(|e| out_err(path, e))?;
+        Ok(OutputFile { path: path.to_path_buf(), out: BufWriter::with_capacity(1 << 20, f), len: committed })
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), JobError> {
+        self.out.write_all(bytes).map_err(|e| out_err(&self.path, e))?;
+        self.len += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn flush(&mut self, sync: bool) -> Result<(), JobError> {
+        self.out.flush().map_err(|e| out_err(&self.path, e))?;
+        if sync {
+            self.out.get_ref().sync_data().map_err(|e| out_err(&self.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct EpochAcc {
+    transitions: Vec<TransitionBatch>,
+    dead: Vec<DeadLetter>,
+    puts: Vec<Vec<(PairKey, Vec<u8>)>>,
+    snapshots: Vec<(u32, Vec<u8>)>,
+    counters: Counters,
+}
+
+/// The single writer: puts epochs in order, writes the outputs, commits.
+struct Committer {
+    store: Arc<Store>,
+    workers: usize,
+    cp: Checkpoint,
+    transitions: Option<OutputFile>,
+    dead: OutputFile,
+    file_names: Vec<(Source, String)>,
+    consumer: Option<Sender<Transition>>,
+    durable_before: Arc<AtomicU64>,
+    done_before: Arc<AtomicU64>,
+    progress: Arc<Progress>,
+    abort: Arc<Abort>,
+    sync: bool,
+    pending_puts: HashMap<PairKey, Vec<u8>>,
+    epochs_done: u64,
+}
+
+impl Committer {
+    fn run(&mut self, rx: Receiver<Report>) -> Result<(), JobError> {
+        let mut marks: std::collections::BTreeMap<u64, InputMark> = Default::default();
+        let mut accs: std::collections::BTreeMap<u64, EpochAcc> = Default::default();
+        let mut before = vec![self.cp.next_epoch; self.workers];
+        let mut failed: Option<JobError> = None;
+        for msg in rx {
+            match msg {
+                Report::Input(m) => {
+                    marks.insert(m.epoch, m);
+                }
+                Report::Epoch { epoch, items, .. } => {
+                    let acc = accs.entry(epoch).or_default();
+                    for item in items {
+                        match item {
+                            Side::Dead(d) => acc.dead.push(d),
+                            Side::Counts(c) => acc.counters.merge(&c),
+                            Side::Snapshot(w, s) => acc.snapshots.push((w, s)),
+                            Side::Transitions(t) => acc.transitions.push(t),
+                            Side::Puts(p) => acc.puts.push(p),
+                        }
+                    }
+                }
+                Report::Frontier { worker, before: b } => {
+                    if let Some(slot) = before.get_mut(worker) {
+                        *slot = (*slot).max(b);
+                    }
+                    let complete = before.iter().copied().min().unwrap_or(0);
+                    loop {
+                        let next_mark = marks.keys().next().copied().filter(|e| *e < complete);
+                        let next_acc = accs.keys().next().copied().filter(|e| *e < complete);
+                        let Some(epoch) = next_mark.into_iter().chain(next_acc).min() else { break };
+                        let mark = marks.remove(&epoch);
+                        let acc = accs.remove(&epoch).unwrap_or_default();
+                        if failed.is_none() && !self.abort.raised() {
+                            if let Err(e) = self.finish_epoch(epoch, mark, acc) {
+                                self.abort.raise(e.to_string());
+                                failed = Some(e);
+                            }
+                        }
+                        self.done_before.store(epoch + 1, Ordering::Release);
+                    }
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn finish_epoch(&mut self, epoch: u64, mark: Option<InputMark>, mut acc: EpochAcc) -> Result<(), JobError> {
+        self.write_transitions(std::mem::take(&mut acc.transitions))?;
+        acc.dead.sort_by(|a, b| (a.origin, a.reason).cmp(&(b.origin, b.reason)));
+        let mut line = Vec::new();
+        for d in &acc.dead {
+            line.clear();
+            let (source, file) =
+                self.file_names.get(d.origin.file as usize).map_or(("", ""), |(s, p)| (s.name(), p.as_str()));
+            let rec = DeadLetterLine {
+                source,
+                file,
+                line: d.origin.line,
+                reason: d.reason.name(),
+                detail: &d.detail,
+                raw: &d.raw,
+            };
+            serde_json::to_writer(&mut line, &rec).map_err(|e| JobError::Aborted(e.to_string()))?;
+            line.push(b'\n');
+            self.dead.write(&line)?;
+        }
+        for batch in acc.puts {
+            self.pending_puts.extend(batch);
+        }
+        self.cp.counters.merge(&acc.counters);
+        self.epochs_done += 1;
+        self.progress.lines.fetch_add(acc.counters.get(Counter::Lines), Ordering::Relaxed);
+        self.progress.closed_exposures.fetch_add(acc.counters.get(Counter::ClosedExposures), Ordering::Relaxed);
+        self.progress.pairs.store(self.cp.counters.get(Counter::NewPairs), Ordering::Relaxed);
+        self.progress.epochs.store(self.epochs_done, Ordering::Relaxed);
+
+        let Some(mark) = mark else { return Ok(()) };
+        self.cp.next_epoch = epoch + 1;
+        self.cp.positions = mark.positions.clone();
+        if !mark.commit {
+            return Ok(());
+        }
+        if acc.snapshots.len() != self.workers {
+            return Err(JobError::Aborted(format!(
+                "epoch {epoch}: {} of {} window snapshots arrived",
+                acc.snapshots.len(),
+                self.workers
+            )));
+        }
+        self.cp.finished = mark.last;
+        self.cp.commits += 1;
+        self.cp.open_exposures = acc
+            .snapshots
+            .iter()
+            .map(|(_, s)| decode_snapshot(s).map(|(_, j)| j.open_exposures() as u64).unwrap_or(0))
+            .sum();
+        let sync = self.sync;
+        if let Some(t) = self.transitions.as_mut() {
+            t.flush(sync)?;
+            if let Some(pos) = self.cp.transitions.as_mut() {
+                pos.len = t.len;
+            }
+        }
+        self.dead.flush(sync)?;
+        self.cp.dead_letters.len = self.dead.len;
+
+        let mut commit = Commit { meta_delete_prefixes: vec![WINDOW_PREFIX.to_vec()], ..Commit::default() };
+        commit.pairs = self.pending_puts.drain().collect();
+        acc.snapshots.sort_by_key(|(w, _)| *w);
+        for (w, s) in acc.snapshots {
+            let mut key = WINDOW_PREFIX.to_vec();
+            key.extend_from_slice(format!("{w:05}").as_bytes());
+            commit.meta_puts.push((key, s));
+        }
+        let cp = serde_json::to_vec(&self.cp).map_err(|e| JobError::Aborted(e.to_string()))?;
+        commit.meta_puts.push((CHECKPOINT_KEY.to_vec(), cp));
+        self.store.commit(commit)?;
+        self.durable_before.store(epoch + 1, Ordering::Release);
+        Ok(())
+    }
+
+    /// Writes one epoch's transitions in (user, author, ts, request, item)
+    /// order, whatever the number of workers, and feeds the consumer.
+    fn write_transitions(&mut self, mut batches: Vec<TransitionBatch>) -> Result<(), JobError> {
+        let mut order: Vec<(usize, usize)> = Vec::new();
+        for (b, batch) in batches.iter().enumerate() {
+            order.extend((0..batch.keys.len()).map(|i| (b, i)));
+        }
+        if batches.len() > 1 {
+            order.sort_unstable_by(|x, y| batches[x.0].keys[x.1].cmp(&batches[y.0].keys[y.1]));
+        }
+        if let Some(out) = self.transitions.as_mut() {
+            for &(b, i) in &order {
+                let batch = &batches[b];
+                let start = if i == 0 { 0 } else { batch.ends[i - 1] as usize };
+                out.write(&batch.lines[start..batch.ends[i] as usize])?;
+            }
+        }
+        if let Some(consumer) = &self.consumer {
+            let mut records: Vec<Vec<Option<Transition>>> =
+                batches.iter_mut().map(|b| std::mem::take(&mut b.records).into_iter().map(Some).collect()).collect();
+            for (b, i) in order {
+                if let Some(t) = records[b][i].take() {
+                    if consumer.send(t).is_err() {
+                        // The consumer hung up: keep replaying, stop feeding it.
+                        self.consumer = None;
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize)]
+struct DeadLetterLine<'a> {
+    source: &'a str,
+    file: &'a str,
+    line: u64,
+    reason: &'a str,
+    detail: &'a str,
+    raw: &'a str,
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), 0 if unknown.
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}

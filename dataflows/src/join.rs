@@ -1,0 +1,520 @@
+//! The label join of one worker's shard of exposures, as plain logic (the
+//! timely operator in `operators::label_join` is a thin shell around it).
+//!
+//! Input is processed one epoch (input chunk) at a time, in epoch order, and
+//! within an epoch in a fixed order (exposures, then actions, each sorted), so
+//! the output depends only on the input and the configuration, never on
+//! thread scheduling or the number of workers. Decisions compare event times
+//! with the watermark *before* the epoch (`w_prev`), which every worker knows
+//! identically:
+//! - an exposure with `ts + window < w_prev` is late (it missed its window);
+//! - an exposure is closed once the watermark passes `ts + window`;
+//! - an action whose exposure is open is attributed if it lies within the
+//!   window, deduplicated by (action, ts, value);
+//! - an action whose exposure closed (within `late_retention_ms`) is late;
+//! - an action with no exposure yet waits until `ts + window < watermark`
+//!   for one to arrive, then it is an orphan.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use rliv_state::Rewards;
+use serde::{Deserialize, Serialize};
+
+use crate::config::JoinConfig;
+use crate::event::{Action, ActionKind, Exposure, Interaction, Source};
+use crate::metrics::{Counter, Counters, Reason};
+
+type Key = (u64, u64);
+
+/// Per-source event-time progress; the job's watermark is the minimum over
+/// sources still being read, less the allowed lateness.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Watermark {
+    pub max_ts: [Option<i64>; 2],
+    pub exhausted: [bool; 2],
+}
+
+impl Watermark {
+    pub fn observe(&mut self, source: Source, max_ts: Option<i64>, exhausted: bool) {
+        let s = source as usize;
+        self.max_ts[s] = match (self.max_ts[s], max_ts) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        self.exhausted[s] |= exhausted;
+    }
+
+    /// The event-time watermark: everything older is assumed to have arrived.
+    pub fn current(&self, lateness: i64) -> i64 {
+        let live: Vec<i64> = (0..2)
+            .filter(|s| !self.exhausted[*s])
+            .map(|s| self.max_ts[s].unwrap_or(i64::MIN))
+            .collect();
+        let t = if live.is_empty() {
+            self.max_ts.iter().flatten().copied().max().unwrap_or(i64::MIN)
+        } else {
+            live.into_iter().min().unwrap_or(i64::MIN)
+        };
+        t.saturating_sub(lateness)
+    }
+
+    /// Starting a new input run: sources are live again, their times kept.
+    pub fn reopen(&mut self) {
+        self.exhausted = [false; 2];
+    }
+}
+
+/// What a record that is not joined turns into.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Rejected {
+    Exposure(Reason, Exposure),
+    Action(Reason, Action),
+}
+
+/// Output of one epoch of the join on one worker.
+#[derive(Default, Debug)]
+pub struct JoinOutput {
+    pub interactions: Vec<Interaction>,
+    pub rejected: Vec<Rejected>,
+    pub counters: Counters,
+}
+
+impl JoinOutput {
+    fn reject_action(&mut self, reason: Reason, a: Action) {
+        self.counters.inc(reason.counter());
+        self.rejected.push(Rejected::Action(reason, a));
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Open {
+    exposure: Exposure,
+    actions: Vec<Action>,
+}
+
+#[derive(Copy, Clone, Debug, Serialize, Deserialize)]
+struct Tomb {
+    expire_at: i64,
+}
+
+/// The serializable state of a [`JoinState`], restorable onto any number of
+/// workers (each keeps the keys routed to it).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct JoinSnapshot {
+    open: Vec<Open>,
+    pending: Vec<Action>,
+    tombs: Vec<(Key, Tomb)>,
+}
+
+impl JoinSnapshot {
+    pub fn open_exposures(&self) -> usize {
+        self.open.len()
+    }
+}
+
+/// One worker's label join state.
+#[derive(Default)]
+pub struct JoinState {
+    cfg: JoinConfig,
+    open: HashMap<Key, Open>,
+    close_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
+    pending: HashMap<Key, Vec<Action>>,
+    pending_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
+    tombs: HashMap<Key, Tomb>,
+    tomb_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
+}
+
+impl JoinState {
+    pub fn new(cfg: JoinConfig) -> Self {
+        JoinState { cfg, ..Default::default() }
+    }
+
+    pub fn open_exposures(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn pending_actions(&self) -> usize {
+        self.pending.values().map(Vec::len).sum()
+    }
+
+    fn close_at(&self, ts: i64) -> i64 {
+        ts.saturating_add(self.cfg.window_ms)
+    }
+
+    /// Processes the records of one epoch. `w_prev` is the watermark before it.
+    /// Sorts `exposures` and `actions` first (a fixed processing order).
+    pub fn process_epoch(
+        &mut self,
+        w_prev: i64,
+        mut exposures: Vec<Exposure>,
+        mut actions: Vec<Action>,
+        out: &mut JoinOutput,
+    ) {
+        exposures.sort_unstable();
+        actions.sort_unstable_by_key(Action::sort_key);
+        for e in exposures {
+            self.add_exposure(w_prev, e, out);
+        }
+        for a in actions {
+            self.add_action(w_prev, a, out);
+        }
+    }
+
+    fn add_exposure(&mut self, w_prev: i64, e: Exposure, out: &mut JoinOutput) {
+        let key = e.key();
+        if self.open.contains_key(&key) || self.tombs.contains_key(&key) {
+            out.counters.inc(Counter::DuplicateExposures);
+            return;
+        }
+        if self.close_at(e.ts_ms) < w_prev {
+            out.counters.inc(Counter::LateExposures);
+            out.rejected.push(Rejected::Exposure(Reason::LateExposure, e));
+            return;
+        }
+        self.close_queue.push(Reverse((e.ts_ms, key.0, key.1)));
+        let mut open = Open { exposure: e, actions: Vec::new() };
+        if let Some(waiting) = self.pending.remove(&key) {
+            for a in waiting {
+                Self::attribute(&self.cfg, &mut open, a, out);
+            }
+        }
+        self.open.insert(key, open);
+    }
+
+    fn add_action(&mut self, w_prev: i64, a: Action, out: &mut JoinOutput) {
+        let key = a.key();
+        if let Some(open) = self.open.get_mut(&key) {
+            Self::attribute(&self.cfg, open, a, out);
+        } else if self.tombs.contains_key(&key) {
+            out.reject_action(Reason::LateAction, a);
+        } else if a.ts_ms.saturating_add(self.cfg.window_ms) < w_prev {
+            // Any exposure it could match would itself be late by now.
+            out.reject_action(Reason::OrphanAction, a);
+        } else {
+            self.pending_queue.push(Reverse((a.ts_ms.saturating_add(self.cfg.window_ms), key.0, key.1)));
+            self.pending.entry(key).or_default().push(a);
+        }
+    }
+
+    fn attribute(cfg: &JoinConfig, open: &mut Open, a: Action, out: &mut JoinOutput) {
+        let e = &open.exposure;
+        if a.user_id != e.user_id {
+            out.reject_action(Reason::UserMismatch, a);
+        } else if a.ts_ms < e.ts_ms || a.ts_ms > e.ts_ms.saturating_add(cfg.window_ms) {
+            out.reject_action(Reason::OutOfWindow, a);
+        } else if open.actions.iter().any(|b| b.identity() == a.identity()) {
+            out.counters.inc(Counter::DuplicateActions);
+        } else {
+            out.counters.inc(Counter::AttributedActions);
+            open.actions.push(a);
+        }
+    }
+
+    /// Advances the watermark to `w`: closes exposures whose window it passed
+    /// (one interaction each), turns expired waiting actions into orphans and
+    /// forgets old closed exposures. With `drain`, everything open is closed
+    /// and every waiting action is an orphan, whatever its time.
+    pub fn advance(&mut self, w: i64, drain: bool, out: &mut JoinOutput) {
+        let window = self.cfg.window_ms;
+        let w_close = if drain { i64::MAX } else { w };
+        while let Some(Reverse((ts, r, i))) = self.close_queue.peek().copied() {
+            if !(ts.saturating_add(window) < w_close || drain) {
+                break;
+            }
+            self.close_queue.pop();
+            let Some(open) = self.open.remove(&(r, i)) else { continue };
+            let expire_at = ts.saturating_add(window).saturating_add(self.cfg.late_retention_ms);
+            self.tomb_queue.push(Reverse((expire_at, r, i)));
+            self.tombs.insert((r, i), Tomb { expire_at });
+            out.counters.inc(Counter::ClosedExposures);
+            out.interactions.push(Interaction { rewards: rewards(open.actions), exposure: open.exposure });
+        }
+        while let Some(Reverse((due, r, i))) = self.pending_queue.peek().copied() {
+            if !(due < w_close || drain) {
+                break;
+            }
+            self.pending_queue.pop();
+            let Some(list) = self.pending.get_mut(&(r, i)) else { continue };
+            let (expired, kept): (Vec<Action>, Vec<Action>) =
+                list.drain(..).partition(|a| drain || a.ts_ms.saturating_add(window) < w_close);
+            *list = kept;
+            if list.is_empty() {
+                self.pending.remove(&(r, i));
+            }
+            for a in expired {
+                out.reject_action(Reason::OrphanAction, a);
+            }
+        }
+        while let Some(Reverse((expire_at, r, i))) = self.tomb_queue.peek().copied() {
+            if expire_at >= w {
+                break;
+            }
+            self.tomb_queue.pop();
+            if self.tombs.get(&(r, i)).is_some_and(|t| t.expire_at == expire_at) {
+                self.tombs.remove(&(r, i));
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> JoinSnapshot {
+        let mut open: Vec<Open> = self.open.values().cloned().collect();
+        open.sort_by_key(|o| o.exposure.key());
+        let mut pending: Vec<Action> = self.pending.values().flatten().cloned().collect();
+        pending.sort_by_key(Action::sort_key);
+        let mut tombs: Vec<(Key, Tomb)> = self.tombs.iter().map(|(k, t)| (*k, *t)).collect();
+        tombs.sort_by_key(|(k, _)| *k);
+        JoinSnapshot { open, pending, tombs }
+    }
+
+    /// Loads the entries of `snap` for which `keep(key)` holds.
+    pub fn restore(&mut self, snap: JoinSnapshot, keep: impl Fn(Key) -> bool) {
+        for o in snap.open {
+            let key = o.exposure.key();
+            if keep(key) {
+                self.close_queue.push(Reverse((o.exposure.ts_ms, key.0, key.1)));
+                self.open.insert(key, o);
+            }
+        }
+        for a in snap.pending {
+            let key = a.key();
+            if keep(key) {
+                self.pending_queue.push(Reverse((a.ts_ms.saturating_add(self.cfg.window_ms), key.0, key.1)));
+                self.pending.entry(key).or_default().push(a);
+            }
+        }
+        for (key, t) in snap.tombs {
+            if keep(key) {
+                self.tomb_queue.push(Reverse((t.expire_at, key.0, key.1)));
+                self.tombs.insert(key, t);
+            }
+        }
+    }
+}
+
+/// The contract's rewards of one exposure from its attributed (deduplicated)
+/// actions. Sums run in a fixed order so the result is bit-for-bit the same
+/// whatever order the actions arrived in.
+pub fn rewards(mut actions: Vec<Action>) -> Rewards {
+    actions.sort_by_key(Action::identity);
+    let mut r = Rewards::default();
+    for a in &actions {
+        match a.kind {
+            ActionKind::Click => r.click = 1.0,
+            ActionKind::Watch => r.watch += a.value,
+            ActionKind::Follow => r.follow = 1.0,
+            ActionKind::Gift => r.gift += a.value,
+        }
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Origin;
+
+    const W: i64 = 30 * 60 * 1000;
+    const T0: i64 = 1_700_000_000_000;
+
+    fn exp(req: u64, item: u64, ts: i64) -> Exposure {
+        Exposure {
+            request_id: req,
+            item_id: item,
+            ts_ms: ts,
+            user_id: 10,
+            author_id: 7,
+            position: 0,
+            user_feats: vec![],
+            item_feats: vec![],
+            origin: Origin::default(),
+        }
+    }
+
+    fn act(req: u64, item: u64, ts: i64, kind: ActionKind, value: f64) -> Action {
+        Action { request_id: req, item_id: item, ts_ms: ts, kind, value, user_id: 10, origin: Origin::default() }
+    }
+
+    /// Runs epochs of (exposures, actions, watermark after the epoch), then drains.
+    fn run(epochs: Vec<(Vec<Exposure>, Vec<Action>, i64)>) -> JoinOutput {
+        let mut j = JoinState::new(JoinConfig::default());
+        let mut out = JoinOutput::default();
+        let mut w = i64::MIN;
+        for (e, a, w_after) in epochs {
+            j.process_epoch(w, e, a, &mut out);
+            w = w_after;
+            j.advance(w, false, &mut out);
+        }
+        j.advance(w, true, &mut out);
+        out
+    }
+
+    fn reasons(out: &JoinOutput) -> Vec<Reason> {
+        out.rejected
+            .iter()
+            .map(|r| match r {
+                Rejected::Exposure(r, _) | Rejected::Action(r, _) => *r,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn action_exactly_at_the_window_end_is_attributed() {
+        let out = run(vec![(vec![exp(1, 1, T0)], vec![act(1, 1, T0 + W, ActionKind::Click, 1.0)], T0 + W)]);
+        assert_eq!(out.interactions.len(), 1);
+        assert_eq!(out.interactions[0].rewards.click, 1.0);
+        assert!(out.rejected.is_empty());
+    }
+
+    #[test]
+    fn action_one_ms_after_the_window_is_out_of_window() {
+        let out = run(vec![(vec![exp(1, 1, T0)], vec![act(1, 1, T0 + W + 1, ActionKind::Click, 1.0)], T0)]);
+        assert_eq!(out.interactions[0].rewards.click, 0.0);
+        assert_eq!(reasons(&out), vec![Reason::OutOfWindow]);
+    }
+
+    #[test]
+    fn action_before_its_exposure_is_out_of_window() {
+        let out = run(vec![(vec![exp(1, 1, T0)], vec![act(1, 1, T0 - 1, ActionKind::Click, 1.0)], T0)]);
+        assert_eq!(out.interactions[0].rewards.click, 0.0);
+        assert_eq!(reasons(&out), vec![Reason::OutOfWindow]);
+    }
+
+    #[test]
+    fn action_arriving_before_its_exposure_waits_for_it() {
+        let out = run(vec![
+            (vec![], vec![act(1, 1, T0 + 5, ActionKind::Watch, 3.5)], T0 - 1000),
+            (vec![exp(1, 1, T0)], vec![], T0),
+        ]);
+        assert_eq!(out.interactions.len(), 1);
+        assert_eq!(out.interactions[0].rewards.watch, 3.5);
+        assert!(out.rejected.is_empty());
+    }
+
+    #[test]
+    fn duplicated_action_counts_once() {
+        let a = act(1, 1, T0 + 9, ActionKind::Watch, 28.5);
+        let out = run(vec![(vec![exp(1, 1, T0)], vec![a.clone(), a.clone()], T0), (vec![], vec![a], T0 + 10)]);
+        assert_eq!(out.interactions[0].rewards.watch, 28.5);
+        assert_eq!(out.counters.get(Counter::DuplicateActions), 2);
+        // Same time, different value: not a duplicate.
+        let out = run(vec![(
+            vec![exp(1, 1, T0)],
+            vec![act(1, 1, T0 + 9, ActionKind::Watch, 1.0), act(1, 1, T0 + 9, ActionKind::Watch, 2.0)],
+            T0,
+        )]);
+        assert_eq!(out.interactions[0].rewards.watch, 3.0);
+    }
+
+    #[test]
+    fn duplicate_exposure_is_ignored_and_counted() {
+        let out = run(vec![
+            (vec![exp(1, 1, T0), exp(1, 1, T0)], vec![], T0),
+            (vec![exp(1, 1, T0)], vec![], T0 + W + 1),
+            (vec![exp(1, 1, T0)], vec![], T0 + W + 2),
+        ]);
+        assert_eq!(out.interactions.len(), 1);
+        assert_eq!(out.counters.get(Counter::DuplicateExposures), 3);
+    }
+
+    #[test]
+    fn orphan_action_is_counted_and_rejected() {
+        let out = run(vec![(vec![], vec![act(99, 555, T0, ActionKind::Click, 1.0)], T0 + W + 1)]);
+        assert!(out.interactions.is_empty());
+        assert_eq!(reasons(&out), vec![Reason::OrphanAction]);
+        assert_eq!(out.counters.get(Counter::OrphanActions), 1);
+    }
+
+    #[test]
+    fn action_after_its_exposure_closed_is_late_not_merged() {
+        let out = run(vec![
+            (vec![exp(1, 1, T0)], vec![], T0 + W + 1),
+            (vec![], vec![act(1, 1, T0 + 10, ActionKind::Click, 1.0)], T0 + W + 2),
+        ]);
+        assert_eq!(out.interactions.len(), 1);
+        assert_eq!(out.interactions[0].rewards.click, 0.0);
+        assert_eq!(reasons(&out), vec![Reason::LateAction]);
+        assert_eq!(out.counters.get(Counter::LateActions), 1);
+    }
+
+    #[test]
+    fn exposure_arriving_after_its_window_is_late() {
+        let out = run(vec![(vec![], vec![], T0 + W + 1), (vec![exp(1, 1, T0)], vec![], T0 + W + 2)]);
+        assert!(out.interactions.is_empty());
+        assert_eq!(reasons(&out), vec![Reason::LateExposure]);
+    }
+
+    #[test]
+    fn watch_of_zero_seconds_gives_zero_watch_reward() {
+        let out = run(vec![(
+            vec![exp(1, 1, T0)],
+            vec![act(1, 1, T0 + 1, ActionKind::Watch, 0.0), act(1, 1, T0 + 2, ActionKind::Click, 1.0)],
+            T0,
+        )]);
+        let r = out.interactions[0].rewards;
+        assert_eq!((r.click, r.watch), (1.0, 0.0));
+        assert_eq!(out.counters.get(Counter::AttributedActions), 2);
+    }
+
+    #[test]
+    fn exposure_stays_open_until_the_watermark_passes_its_window() {
+        let mut j = JoinState::new(JoinConfig::default());
+        let mut out = JoinOutput::default();
+        j.process_epoch(i64::MIN, vec![exp(1, 1, T0)], vec![], &mut out);
+        j.advance(T0 + W, false, &mut out);
+        assert!(out.interactions.is_empty(), "closed at watermark == ts + window");
+        j.advance(T0 + W + 1, false, &mut out);
+        assert_eq!(out.interactions.len(), 1);
+    }
+
+    #[test]
+    fn user_mismatch_is_rejected() {
+        let mut a = act(1, 1, T0 + 1, ActionKind::Click, 1.0);
+        a.user_id = 11;
+        let out = run(vec![(vec![exp(1, 1, T0)], vec![a], T0)]);
+        assert_eq!(reasons(&out), vec![Reason::UserMismatch]);
+        assert_eq!(out.interactions[0].rewards.click, 0.0);
+    }
+
+    #[test]
+    fn snapshot_restore_continues_identically() {
+        let epochs = vec![
+            (vec![exp(1, 1, T0), exp(2, 1, T0 + 100)], vec![act(3, 3, T0 + 50, ActionKind::Click, 1.0)], T0 + 10),
+            (vec![exp(3, 3, T0 + 40)], vec![act(1, 1, T0 + 60, ActionKind::Gift, 2.5)], T0 + W + 60),
+            (vec![], vec![act(1, 1, T0 + 70, ActionKind::Click, 1.0)], T0 + 2 * W),
+        ];
+        let whole = run(epochs.clone());
+        let cfg = JoinConfig::default();
+        let mut j = JoinState::new(cfg.clone());
+        let mut out = JoinOutput::default();
+        let (e0, a0, w0) = epochs[0].clone();
+        j.process_epoch(i64::MIN, e0, a0, &mut out);
+        j.advance(w0, false, &mut out);
+        let snap = bincode::serde::encode_to_vec(j.snapshot(), bincode::config::standard()).unwrap();
+        let (snap, _): (JoinSnapshot, _) =
+            bincode::serde::decode_from_slice(&snap, bincode::config::standard()).unwrap();
+        let mut j2 = JoinState::new(cfg);
+        j2.restore(snap, |_| true);
+        let mut w = w0;
+        for (e, a, w_after) in epochs[1..].to_vec() {
+            j2.process_epoch(w, e, a, &mut out);
+            w = w_after;
+            j2.advance(w, false, &mut out);
+        }
+        j2.advance(w, true, &mut out);
+        assert_eq!(out.interactions, whole.interactions);
+        assert_eq!(out.counters, whole.counters);
+    }
+
+    #[test]
+    fn watermark_is_the_slowest_live_source_less_lateness() {
+        let mut w = Watermark::default();
+        assert_eq!(w.current(10), i64::MIN);
+        w.observe(Source::Exposures, Some(1000), false);
+        assert_eq!(w.current(10), i64::MIN, "actions have not started");
+        w.observe(Source::Actions, Some(500), false);
+        assert_eq!(w.current(10), 490);
+        w.observe(Source::Actions, None, true);
+        assert_eq!(w.current(10), 990, "an exhausted source no longer holds it back");
+    }
+}

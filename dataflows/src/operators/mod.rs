@@ -1,0 +1,159 @@
+//! The timely operators of the replay dataflow, one per file, each an
+//! extension trait on `Stream`:
+//!
+//! ```text
+//! chunks ─Exchange(epoch)─> Parse ─Exchange(request,item | meta: every worker)─> LabelJoin
+//!        ─Exchange(user,author)─> PairState ─Pipeline─> Sink ─> committer thread
+//! ```
+//!
+//! Timestamps are epochs (one input chunk each). Every operator buffers an
+//! epoch until its input frontier passes it, then processes it as a whole, so
+//! results do not depend on the interleaving of workers.
+
+mod label_join;
+mod pair_state;
+mod parse;
+mod sink;
+
+pub use label_join::LabelJoin;
+pub use pair_state::PairState;
+pub use parse::ParseChunks;
+pub use label_join::{decode_snapshot, encode_snapshot, JoinStart};
+pub use pair_state::TransitionOutputs;
+pub use sink::{InputMark, Report, ReportSink};
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rliv_state::PairKey;
+use serde::{Deserialize, Serialize};
+use timely::communication::Pull;
+use timely::dataflow::channels::Message;
+use timely::dataflow::operators::generic::InputHandleCore;
+use timely::dataflow::operators::Capability;
+use timely::progress::frontier::MutableAntichain;
+
+use crate::event::{Action, Exposure, Interaction, Origin, Source, Transition};
+use crate::metrics::{Counters, Reason};
+
+/// Per-epoch facts of one input chunk, sent by the parser to every join worker.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The join worker this copy is for.
+    pub target: u32,
+    pub source: Option<Source>,
+    /// Largest `ts_ms` of the chunk's valid records.
+    pub max_ts: Option<i64>,
+    pub exhausted_after: [bool; 2],
+    pub commit: bool,
+    pub last: bool,
+}
+
+/// A record that is not joined, with where it came from and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub origin: Origin,
+    pub reason: Reason,
+    pub detail: String,
+    /// The input line (parse errors) or the record re-encoded as JSON.
+    pub raw: String,
+}
+
+/// Transitions of one epoch on one worker, sorted by `keys`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TransitionBatch {
+    /// (pair, ts_ms, request_id, item_id) of each transition.
+    pub keys: Vec<(PairKey, i64, u64, u64)>,
+    /// JSON lines, when a transitions file is written; line `i` ends at `ends[i]`.
+    pub lines: Vec<u8>,
+    pub ends: Vec<u32>,
+    /// The records, when an in-process consumer is attached.
+    pub records: Vec<Transition>,
+}
+
+/// Side outputs that travel with the data to the sink.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Side {
+    Dead(DeadLetter),
+    Counts(Counters),
+    /// A join worker's window snapshot (bincode), at commit epochs.
+    Snapshot(u32, Vec<u8>),
+    Transitions(TransitionBatch),
+    /// New pair values (encoded) of one epoch on one worker.
+    Puts(Vec<(PairKey, Vec<u8>)>),
+}
+
+/// Output of the parser.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Parsed {
+    Exposure(Exposure),
+    Action(Action),
+    Meta(Meta),
+    Side(Side),
+}
+
+/// Output of the label join.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Joined {
+    Interaction(Interaction),
+    Side(Side),
+}
+
+/// What the operators share with the job: an abort flag and the first error.
+#[derive(Default)]
+pub struct Abort {
+    flag: AtomicBool,
+    error: Mutex<Option<String>>,
+}
+
+impl Abort {
+    pub fn raise(&self, msg: impl Into<String>) {
+        if let Ok(mut e) = self.error.lock() {
+            e.get_or_insert_with(|| msg.into());
+        }
+        self.flag.store(true, Ordering::SeqCst);
+    }
+    pub fn raised(&self) -> bool {
+        self.flag.load(Ordering::SeqCst)
+    }
+    pub fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+pub type AbortHandle = Arc<Abort>;
+
+/// Data buffered per epoch until the input frontier passes it.
+pub(crate) struct Stash<D> {
+    map: BTreeMap<u64, (Capability<u64>, Vec<D>)>,
+}
+
+impl<D> Stash<D> {
+    pub(crate) fn new() -> Self {
+        Stash { map: BTreeMap::new() }
+    }
+
+    pub(crate) fn absorb<P: Pull<Message<u64, Vec<D>>>>(&mut self, input: &mut InputHandleCore<u64, Vec<D>, P>) {
+        input.for_each(|cap, data| {
+            if let Some(t) = cap.least().copied() {
+                let entry = self.map.entry(t).or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
+                entry.1.append(data);
+            }
+        });
+    }
+
+    /// Epochs the frontier has passed, in order.
+    pub(crate) fn ready(&mut self, frontier: &MutableAntichain<u64>) -> Vec<(Capability<u64>, Vec<D>)> {
+        let mut out = Vec::new();
+        while let Some((&t, _)) = self.map.first_key_value() {
+            if frontier.frontier().less_equal(&t) {
+                break;
+            }
+            if let Some((_, v)) = self.map.pop_first() {
+                out.push(v);
+            }
+        }
+        out
+    }
+}

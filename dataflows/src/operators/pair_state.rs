@@ -1,0 +1,100 @@
+//! `PairState`: applies closed interactions to the pair counters of this
+//! worker's shard and emits ASA transitions and the changed pair values.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use super::{AbortHandle, Joined, Side, Stash, TransitionBatch};
+use crate::pairs::{PairShard, PairSource};
+
+/// What the pair operator produces besides the pair values.
+#[derive(Copy, Clone, Debug)]
+pub struct TransitionOutputs {
+    /// Format JSON lines (a transitions file is written).
+    pub lines: bool,
+    /// Keep the records (an in-process consumer is attached).
+    pub records: bool,
+}
+
+pub trait PairState<'scope> {
+    /// Applies interactions routed by pair hash; `durable_before` is the
+    /// committer's "every epoch below this is in RocksDB".
+    fn pair_state<S: PairSource + Send + Sync + 'static>(
+        self,
+        source: Arc<S>,
+        cache_entries: usize,
+        durable_before: Arc<AtomicU64>,
+        outputs: TransitionOutputs,
+        abort: AbortHandle,
+    ) -> Stream<'scope, u64, Vec<Side>>;
+}
+
+impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
+    fn pair_state<S: PairSource + Send + Sync + 'static>(
+        self,
+        source: Arc<S>,
+        cache_entries: usize,
+        durable_before: Arc<AtomicU64>,
+        outputs: TransitionOutputs,
+        abort: AbortHandle,
+    ) -> Stream<'scope, u64, Vec<Side>> {
+        let me = self.scope().index() as u64;
+        let route = move |j: &Joined| match j {
+            Joined::Interaction(i) => i.exposure.pair().shard_hash(),
+            Joined::Side(_) => me,
+        };
+        self.unary_frontier(Exchange::new(route), "PairState", move |_cap, _info| {
+            let mut shard = PairShard::new(source, cache_entries, durable_before);
+            let mut stash = Stash::new();
+            move |(input, frontier), output| {
+                stash.absorb(input);
+                for (cap, items) in stash.ready(frontier) {
+                    let epoch = *cap.time();
+                    let mut session = output.session(&cap);
+                    let mut batch = Vec::new();
+                    for item in items {
+                        match item {
+                            Joined::Interaction(i) => batch.push(i),
+                            Joined::Side(s) => session.give(s),
+                        }
+                    }
+                    if batch.is_empty() || abort.raised() {
+                        continue;
+                    }
+                    match shard.apply_epoch(epoch, batch) {
+                        Ok(applied) => {
+                            session.give(Side::Transitions(batch_of(applied.transitions, outputs)));
+                            session.give(Side::Puts(applied.puts));
+                            session.give(Side::Counts(applied.counters));
+                        }
+                        Err(e) => abort.raise(format!("reading pair state: {e}")),
+                    }
+                }
+            }
+        })
+        .container::<Vec<_>>()
+    }
+}
+
+fn batch_of(transitions: Vec<crate::event::Transition>, outputs: TransitionOutputs) -> TransitionBatch {
+    let mut b = TransitionBatch { keys: Vec::with_capacity(transitions.len()), ..Default::default() };
+    if outputs.lines {
+        b.lines.reserve(transitions.len() * 260);
+        b.ends.reserve(transitions.len());
+    }
+    for t in &transitions {
+        b.keys.push((rliv_state::PairKey::new(t.user_id, t.author_id), t.ts_ms, t.request_id, t.item_id));
+        if outputs.lines {
+            t.write_jsonl(&mut b.lines);
+            b.ends.push(b.lines.len() as u32);
+        }
+    }
+    if outputs.records {
+        b.records = transitions;
+    }
+    b
+}

@@ -1,0 +1,121 @@
+//! `Parse`: turns input chunks into validated records, dead letters and one
+//! [`Meta`] per join worker.
+
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::Stream;
+
+use super::{DeadLetter, Meta, Parsed, Side};
+use crate::event::{parse_action, parse_exposure, Origin, Source};
+use crate::input::Chunk;
+use crate::metrics::{Counter, Counters, Reason};
+
+pub trait ParseChunks<'scope> {
+    /// Parses chunks on the worker `epoch % peers`.
+    ///
+    /// # Examples
+    /// ```
+    /// use timely::dataflow::operators::{ToStream, Capture, capture::Extract};
+    /// use rliv_dataflows::input::Chunk;
+    /// use rliv_dataflows::event::Source;
+    /// use rliv_dataflows::operators::{ParseChunks, Parsed};
+    ///
+    /// let out = timely::example(|scope| {
+    ///     let chunk = Chunk {
+    ///         source: Some(Source::Actions),
+    ///         first_line: 1,
+    ///         data: b"{\"request_id\":1,\"user_id\":2,\"item_id\":3,\"ts_ms\":4,\"action\":\"click\"}\nnot json\n".to_vec(),
+    ///         ..Chunk::default()
+    ///     };
+    ///     vec![chunk].to_stream(scope).container::<Vec<_>>().parse_chunks().capture()
+    /// });
+    /// let records: Vec<Parsed> = out.extract().into_iter().flat_map(|(_, v)| v).collect();
+    /// assert!(records.iter().any(|p| matches!(p, Parsed::Action(a) if a.ts_ms == 4)));
+    /// ```
+    fn parse_chunks(self) -> Stream<'scope, u64, Vec<Parsed>>;
+}
+
+impl<'scope> ParseChunks<'scope> for Stream<'scope, u64, Vec<Chunk>> {
+    fn parse_chunks(self) -> Stream<'scope, u64, Vec<Parsed>> {
+        let peers = self.scope().peers() as u32;
+        self.unary(Exchange::new(|c: &Chunk| c.epoch), "Parse", move |_cap, _info| {
+            move |input, output| {
+                input.for_each(|cap, data| {
+                    let mut session = output.session(&cap);
+                    for chunk in data.drain(..) {
+                        let mut records = Vec::new();
+                        let meta = parse_chunk(&chunk, &mut records);
+                        session.give_iterator(records.into_iter());
+                        for target in 0..peers {
+                            session.give(Parsed::Meta(Meta { target, ..meta.clone() }));
+                        }
+                    }
+                });
+            }
+        })
+        .container::<Vec<_>>()
+    }
+}
+
+/// Parses one chunk into `out`; returns its [`Meta`] (target 0).
+pub fn parse_chunk(chunk: &Chunk, out: &mut Vec<Parsed>) -> Meta {
+    let mut counters = Counters::default();
+    let mut max_ts: Option<i64> = None;
+    let mut too_long = chunk.too_long.iter().peekable();
+    if let Some(source) = chunk.source {
+        out.reserve(chunk.data.len() / 128);
+        let mut start = 0usize;
+        for (idx, end) in memchr::memchr_iter(b'\n', &chunk.data).enumerate() {
+            let line = &chunk.data[start..end];
+            start = end + 1;
+            let origin = Origin { file: chunk.file, line: chunk.first_line + idx as u64 };
+            if too_long.peek().is_some_and(|i| **i as usize == idx) {
+                too_long.next();
+                counters.inc(Counter::Lines);
+                dead(out, &mut counters, origin, Reason::LineTooLong, "line longer than replay.max_line_bytes".into(), line);
+                continue;
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            counters.inc(Counter::Lines);
+            let parsed = match source {
+                Source::Exposures => parse_exposure(line, origin).map(|e| {
+                    counters.inc(Counter::ExposuresParsed);
+                    max_ts = max_ts.max(Some(e.ts_ms));
+                    Parsed::Exposure(e)
+                }),
+                Source::Actions => parse_action(line, origin).map(|a| {
+                    counters.inc(Counter::ActionsParsed);
+                    max_ts = max_ts.max(Some(a.ts_ms));
+                    Parsed::Action(a)
+                }),
+            };
+            match parsed {
+                Ok(p) => out.push(p),
+                Err(r) => dead(out, &mut counters, origin, r.reason, r.detail, line),
+            }
+        }
+    }
+    if !counters.is_zero() {
+        out.push(Parsed::Side(Side::Counts(counters)));
+    }
+    Meta {
+        target: 0,
+        source: chunk.source,
+        max_ts,
+        exhausted_after: chunk.exhausted_after,
+        commit: chunk.commit,
+        last: chunk.last,
+    }
+}
+
+fn dead(out: &mut Vec<Parsed>, counters: &mut Counters, origin: Origin, reason: Reason, detail: String, line: &[u8]) {
+    counters.inc(reason.counter());
+    out.push(Parsed::Side(Side::Dead(DeadLetter {
+        origin,
+        reason,
+        detail,
+        raw: String::from_utf8_lossy(line).into_owned(),
+    })));
+}
