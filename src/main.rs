@@ -1,1 +1,339 @@
-fn main() {}
+//! The `rliv` command line.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use rliv::config::Config;
+use rliv_dataflows::job::JobError;
+use rliv_dataflows::{run_replay, Progress, ReplayRequest, Summary};
+use rliv_state::{PairKey, Store};
+
+#[derive(Parser)]
+#[command(name = "rliv", version, about = "Lifelong interaction value of user-author pairs (RLIV-UA): \
+streaming label join, RocksDB pair state and ASA transitions.", long_about = None)]
+struct Cli {
+    /// A TOML file overriding configs/default.toml (see `rliv config show`).
+    #[arg(long, global = true, env = "RLIV_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Generate a synthetic KuaiRand-like log (exposures + delayed actions).
+    Gen {
+        /// Output directory.
+        #[arg(long, default_value = "data")]
+        out: PathBuf,
+        /// Number of exposures (default: gen.exposures).
+        #[arg(long)]
+        exposures: Option<u64>,
+        /// Random seed (default: gen.seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Files per stream (default: gen.files).
+        #[arg(long)]
+        files: Option<usize>,
+        /// Write gzip-compressed files.
+        #[arg(long)]
+        gzip: bool,
+    },
+    /// Replay exposure and action files into a pair-state directory.
+    Replay(ReplayArgs),
+    /// Print pair state, sorted by (user_id, author_id).
+    Dump {
+        #[arg(long)]
+        state: PathBuf,
+        /// Only this user's pairs (one prefix scan).
+        #[arg(long)]
+        user: Option<u64>,
+        /// Only pairs with this author.
+        #[arg(long)]
+        author: Option<u64>,
+        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+        format: Format,
+        /// Stop after this many pairs.
+        #[arg(long)]
+        limit: Option<u64>,
+    },
+    /// Show the job checkpoint of a state directory (input positions, counters).
+    Status {
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Configuration.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Benchmarks that print figures (not tests).
+    Bench {
+        #[command(subcommand)]
+        cmd: rliv::bench::BenchCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCmd {
+    /// Print the effective configuration (defaults + --config + RLIV__* env).
+    Show,
+}
+
+#[derive(Copy, Clone, ValueEnum)]
+enum Format {
+    Jsonl,
+    Csv,
+}
+
+#[derive(clap::Args)]
+struct ReplayArgs {
+    /// Exposure files or directories (.jsonl, .jsonl.gz); repeat or list several.
+    #[arg(long, required = true, num_args = 1..)]
+    exposures: Vec<PathBuf>,
+    /// Action files or directories.
+    #[arg(long, num_args = 1..)]
+    actions: Vec<PathBuf>,
+    /// State directory (RocksDB). Re-running on the same directory resumes or continues.
+    #[arg(long)]
+    state: PathBuf,
+    /// Write ASA transitions as JSONL here.
+    #[arg(long)]
+    transitions: Option<PathBuf>,
+    /// Dead-letter JSONL file (default: STATE/dead-letters.jsonl).
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
+    /// Worker threads (default: replay.workers).
+    #[arg(short = 'w', long)]
+    workers: Option<usize>,
+    /// Keep exposures still open at the end in the state, for the next replay.
+    #[arg(long)]
+    keep_open: bool,
+    /// Allow replaying inputs this state already finished.
+    #[arg(long)]
+    allow_repeat: bool,
+    /// Print the closing summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rliv: error: {e:#}");
+            let bad_input = e.chain().any(|c| {
+                matches!(
+                    c.downcast_ref::<JobError>(),
+                    Some(JobError::Input(_) | JobError::Resume(_) | JobError::Config(_))
+                )
+            });
+            ExitCode::from(if bad_input { 2 } else { 1 })
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.cmd {
+        Cmd::Gen { out, exposures, seed, files, gzip } => {
+            let mut g = cfg.gen.clone();
+            g.exposures = exposures.unwrap_or(g.exposures);
+            g.seed = seed.unwrap_or(g.seed);
+            g.files = files.unwrap_or(g.files);
+            g.gzip |= gzip;
+            let t = Instant::now();
+            let s = rliv::gen::generate(&g, &out)?;
+            eprintln!(
+                "rliv gen: {} exposures, {} actions into {} in {:.1}s",
+                s.exposures,
+                s.actions,
+                out.display(),
+                t.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Cmd::Replay(args) => replay(&cfg, args),
+        Cmd::Dump { state, user, author, format, limit } => dump(&state, user, author, format, limit),
+        Cmd::Status { state } => {
+            let store = Store::open_read_only(&state)?;
+            match rliv_dataflows::Checkpoint::load(&store)? {
+                Some(cp) => println!("{}", serde_json::to_string_pretty(&cp)?),
+                None => println!("{}: no replay has committed yet", state.display()),
+            }
+            Ok(())
+        }
+        Cmd::Config { cmd: ConfigCmd::Show } => {
+            print!("{}", cfg.to_toml()?);
+            Ok(())
+        }
+        Cmd::Bench { cmd } => rliv::bench::run(&cfg, cmd, cli.config.as_deref()),
+    }
+}
+
+fn replay(cfg: &Config, args: ReplayArgs) -> Result<()> {
+    let mut req = ReplayRequest::new(args.exposures, args.actions, args.state);
+    req.transitions = args.transitions;
+    req.dead_letters = args.dead_letters;
+    req.join = cfg.join.clone();
+    req.replay = cfg.replay.clone();
+    req.store = cfg.state.clone();
+    req.allow_repeat = args.allow_repeat;
+    if let Some(w) = args.workers {
+        req.replay.workers = w;
+    }
+    if args.keep_open {
+        req.replay.drain_at_end = false;
+    }
+    let progress = Arc::new(Progress::default());
+    req.progress = Some(progress.clone());
+    let show = !args.quiet && std::io::stderr().is_terminal();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bar_thread = show.then(|| {
+        let (progress, done) = (progress.clone(), done.clone());
+        std::thread::spawn(move || progress_bar(&progress, &done))
+    });
+    let result = run_replay(req);
+    done.store(true, Ordering::SeqCst);
+    if let Some(t) = bar_thread {
+        let _ = t.join();
+    }
+    let summary = result.context("replay failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        print_summary(&summary);
+    }
+    Ok(())
+}
+
+fn progress_bar(p: &Progress, done: &std::sync::atomic::AtomicBool) {
+    let bar = indicatif::ProgressBar::new_spinner();
+    let style = indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
+    bar.set_style(style);
+    let start = Instant::now();
+    while !done.load(Ordering::SeqCst) {
+        let lines = p.lines.load(Ordering::Relaxed);
+        let rate = lines as f64 / start.elapsed().as_secs_f64().max(1e-3);
+        bar.set_message(format!(
+            "{lines} events ({:.2} M/s)  closed exposures {}  pairs {}",
+            rate / 1e6,
+            p.closed_exposures.load(Ordering::Relaxed),
+            p.pairs.load(Ordering::Relaxed)
+        ));
+        bar.tick();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bar.finish_and_clear();
+}
+
+fn print_summary(s: &Summary) {
+    let g = |k: &str| s.run.get(k).copied().unwrap_or(0);
+    let mut out = String::new();
+    out += &format!(
+        "replay {}: {} input lines in {:.2}s ({:.0} events/s, {} workers), peak RSS {:.0} MiB\n",
+        if s.resumed { "resumed and finished" } else { "finished" },
+        g("lines"),
+        s.elapsed_s,
+        s.events_per_s,
+        s.workers,
+        s.peak_rss_bytes as f64 / (1 << 20) as f64
+    );
+    out += &format!(
+        "  exposures {}  actions {}  closed exposures {}  transitions {}  pairs in state {} (+{} new)\n",
+        g("exposures_parsed"),
+        g("actions_parsed"),
+        g("closed_exposures"),
+        g("transitions"),
+        s.pairs_total,
+        g("new_pairs")
+    );
+    out += &format!(
+        "  attributed actions {}  duplicates: exposures {} actions {}\n",
+        g("attributed_actions"),
+        g("duplicate_exposures"),
+        g("duplicate_actions")
+    );
+    out += &format!(
+        "  late actions {}  orphan actions {}  out-of-window {}  user mismatch {}  late exposures {}\n",
+        g("late_actions"),
+        g("orphan_actions"),
+        g("out_of_window_actions"),
+        g("user_mismatch_actions"),
+        g("late_exposures")
+    );
+    let rejected: Vec<String> = s
+        .run
+        .iter()
+        .filter(|(k, v)| k.starts_with("rejected_") && **v > 0)
+        .map(|(k, v)| format!("{}={v}", &k["rejected_".len()..]))
+        .collect();
+    out += &format!(
+        "  rejected lines: {}\n",
+        if rejected.is_empty() { "none".to_string() } else { rejected.join(" ") }
+    );
+    if s.open_exposures > 0 {
+        out += &format!("  {} exposures left open in the state (--keep-open)\n", s.open_exposures);
+    }
+    out += &format!("  dead letters: {}\n", s.dead_letters);
+    eprint!("{out}");
+}
+
+fn dump(state: &std::path::Path, user: Option<u64>, author: Option<u64>, format: Format, limit: Option<u64>) -> Result<()> {
+    let store = Store::open_read_only(state)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut line = Vec::with_capacity(256);
+    if let Format::Csv = format {
+        out.write_all(rliv_state::json::PAIR_CSV_HEADER.as_bytes())?;
+    }
+    let mut n = 0u64;
+    let mut emit = |k: &PairKey, c: &rliv_state::PairCounters| -> Result<bool> {
+        if limit.is_some_and(|l| n >= l) {
+            return Ok(false);
+        }
+        line.clear();
+        match format {
+            Format::Jsonl => rliv_state::json::write_pair_jsonl(&mut line, k, c),
+            Format::Csv => rliv_state::json::write_pair_csv(&mut line, k, c),
+        }
+        n += 1;
+        match out.write_all(&line) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    };
+    if let (Some(u), Some(a)) = (user, author) {
+        if let Some(c) = store.get_pair(PairKey::new(u, a))? {
+            emit(&PairKey::new(u, a), &c)?;
+        }
+    } else {
+        for item in store.scan_pairs(user)? {
+            let (k, c) = item?;
+            if author.is_some_and(|a| a != k.author_id) {
+                continue;
+            }
+            if !emit(&k, &c)? {
+                break;
+            }
+        }
+    }
+    match out.flush() {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => bail!(e),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,167 @@
+//! `rliv bench ...`: commands that measure and print figures. Timings live
+//! here, never in tests.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use rliv_state::{Commit, PairCounters, PairKey, Rewards, Store};
+
+use crate::config::Config;
+use crate::gen::{generate, Rng};
+
+#[derive(Subcommand)]
+pub enum BenchCmd {
+    /// End-to-end replay throughput and peak RSS on a generated log
+    /// (runs `rliv replay` as a child process so RSS is the job's own).
+    Replay {
+        /// Exposures to generate (about as many actions come with them).
+        #[arg(long, default_value_t = 1_000_000)]
+        exposures: u64,
+        /// Worker threads.
+        #[arg(short = 'w', long, default_value_t = 2)]
+        workers: usize,
+        /// Keep the generated log and state here (default: a temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Also write transitions (JSONL) during the replay.
+        #[arg(long)]
+        transitions: bool,
+    },
+    /// Bytes per pair on disk after compaction, for N synthetic pairs.
+    State {
+        #[arg(long, default_value_t = 10_000_000)]
+        pairs: u64,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+pub fn run(cfg: &Config, cmd: BenchCmd, config_file: Option<&Path>) -> Result<()> {
+    match cmd {
+        BenchCmd::Replay { exposures, workers, dir, transitions } => {
+            bench_replay(cfg, exposures, workers, dir, transitions, config_file)
+        }
+        BenchCmd::State { pairs, dir } => bench_state(cfg, pairs, dir),
+    }
+}
+
+fn work_dir(dir: Option<PathBuf>) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(&d)?;
+            Ok((d, None))
+        }
+        None => {
+            let t = tempfile::tempdir()?;
+            Ok((t.path().to_path_buf(), Some(t)))
+        }
+    }
+}
+
+fn bench_replay(
+    cfg: &Config,
+    exposures: u64,
+    workers: usize,
+    dir: Option<PathBuf>,
+    transitions: bool,
+    config_file: Option<&Path>,
+) -> Result<()> {
+    let (dir, _keep) = work_dir(dir)?;
+    let data = dir.join(format!("log-{exposures}"));
+    if !data.join("actions.jsonl").exists() {
+        let g = crate::gen::GenConfig { exposures, ..cfg.gen.clone() };
+        let t = Instant::now();
+        generate(&g, &data)?;
+        eprintln!("generated {exposures} exposures in {:.1}s", t.elapsed().as_secs_f64());
+    }
+    let bytes: u64 = ["exposures.jsonl", "actions.jsonl"]
+        .iter()
+        .map(|f| std::fs::metadata(data.join(f)).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let state = dir.join(format!("state-{exposures}-w{workers}"));
+    if state.exists() {
+        std::fs::remove_dir_all(&state)?;
+    }
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new(exe);
+    if let Some(c) = config_file {
+        cmd.arg("--config").arg(c);
+    }
+    cmd.args(["replay", "--json", "-q", "-w", &workers.to_string(), "--exposures"])
+        .arg(data.join("exposures.jsonl"))
+        .arg("--actions")
+        .arg(data.join("actions.jsonl"))
+        .arg("--state")
+        .arg(&state);
+    if transitions {
+        cmd.arg("--transitions").arg(dir.join("transitions.jsonl"));
+    }
+    let t = Instant::now();
+    let out = cmd.output().context("running rliv replay")?;
+    let wall = t.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("rliv replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let lines = summary["run"]["lines"].as_u64().unwrap_or(0);
+    let pairs = summary["pairs_total"].as_u64().unwrap_or(0);
+    let store = Store::open(&state, &cfg.state)?;
+    store.compact()?;
+    let sst = store.pairs_sst_bytes()?;
+    println!("bench replay: {exposures} exposures, {lines} input events ({:.0} MiB JSONL), {workers} workers, {} cores",
+        bytes as f64 / (1 << 20) as f64, std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!("  job time        {:.2} s (process wall {:.2} s)", summary["elapsed_s"].as_f64().unwrap_or(0.0), wall);
+    println!("  throughput      {:.0} events/s end to end (JSON parsing and RocksDB writes included)",
+        summary["events_per_s"].as_f64().unwrap_or(0.0));
+    println!("  peak RSS        {:.0} MiB", summary["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64);
+    println!("  pairs           {pairs}; after compaction {:.1} bytes/pair on disk", sst as f64 / pairs.max(1) as f64);
+    Ok(())
+}
+
+fn bench_state(cfg: &Config, pairs: u64, dir: Option<PathBuf>) -> Result<()> {
+    let (dir, _keep) = work_dir(dir)?;
+    let path = dir.join(format!("pairs-{pairs}"));
+    if path.exists() {
+        std::fs::remove_dir_all(&path)?;
+    }
+    let mut opts = cfg.state.clone();
+    opts.sync_commits = false;
+    let store = Store::open(&path, &opts)?;
+    let mut rng = Rng::new(7);
+    let t = Instant::now();
+    // Users with ~20 authors each; counters shaped like the generated log's.
+    let mut batch = Commit::default();
+    let per_user = 20u64;
+    for i in 0..pairs {
+        let user = i / per_user + 1;
+        let author = (crate::gen::Rng::new(i).next_u64() % 5_000_000) + 1;
+        let mut c = PairCounters::default();
+        let n = 1 + (rng.f64().powi(4) * 40.0) as u64;
+        let mut ts = crate::gen::T0 + rng.range(0, 7 * 86_400_000);
+        for _ in 0..n {
+            let click = rng.f64() < 0.3;
+            let watch = if rng.f64() < 0.6 { (rng.f64() * 600.0).round() / 10.0 } else { 0.0 };
+            c.apply(ts, &Rewards { click: f64::from(u8::from(click)), watch, follow: 0.0, gift: 0.0 });
+            ts += rng.range(1000, 3_600_000);
+        }
+        batch.pairs.push((PairKey::new(user, author), c.to_bytes()));
+        if batch.pairs.len() == 100_000 {
+            store.commit(std::mem::take(&mut batch))?;
+        }
+    }
+    store.commit(batch)?;
+    let write_s = t.elapsed().as_secs_f64();
+    store.compact()?;
+    let sst = store.pairs_sst_bytes()?;
+    println!(
+        "bench state: {pairs} pairs written in {write_s:.1}s ({:.0} pairs/s); after compaction {} bytes, {:.1} bytes/pair ({} compression)",
+        pairs as f64 / write_s,
+        sst,
+        sst as f64 / pairs as f64,
+        opts.compression
+    );
+    Ok(())
+}
