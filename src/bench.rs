@@ -41,9 +41,12 @@ pub enum BenchCmd {
 
 pub fn run(cfg: &Config, cmd: BenchCmd, config_file: Option<&Path>) -> Result<()> {
     match cmd {
-        BenchCmd::Replay { exposures, workers, dir, transitions } => {
-            bench_replay(cfg, exposures, workers, dir, transitions, config_file)
-        }
+        BenchCmd::Replay {
+            exposures,
+            workers,
+            dir,
+            transitions,
+        } => bench_replay(cfg, exposures, workers, dir, transitions, config_file),
         BenchCmd::State { pairs, dir } => bench_state(cfg, pairs, dir),
     }
 }
@@ -72,14 +75,24 @@ fn bench_replay(
     let (dir, _keep) = work_dir(dir)?;
     let data = dir.join(format!("log-{exposures}"));
     if !data.join("actions.jsonl").exists() {
-        let g = crate::gen::GenConfig { exposures, ..cfg.gen.clone() };
+        let g = crate::gen::GenConfig {
+            exposures,
+            ..cfg.gen.clone()
+        };
         let t = Instant::now();
         generate(&g, &data)?;
-        eprintln!("generated {exposures} exposures in {:.1}s", t.elapsed().as_secs_f64());
+        eprintln!(
+            "generated {exposures} exposures in {:.1}s",
+            t.elapsed().as_secs_f64()
+        );
     }
     let bytes: u64 = ["exposures.jsonl", "actions.jsonl"]
         .iter()
-        .map(|f| std::fs::metadata(data.join(f)).map(|m| m.len()).unwrap_or(0))
+        .map(|f| {
+            std::fs::metadata(data.join(f))
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
         .sum();
     let state = dir.join(format!("state-{exposures}-w{workers}"));
     if state.exists() {
@@ -90,12 +103,19 @@ fn bench_replay(
     if let Some(c) = config_file {
         cmd.arg("--config").arg(c);
     }
-    cmd.args(["replay", "--json", "-q", "-w", &workers.to_string(), "--exposures"])
-        .arg(data.join("exposures.jsonl"))
-        .arg("--actions")
-        .arg(data.join("actions.jsonl"))
-        .arg("--state")
-        .arg(&state);
+    cmd.args([
+        "replay",
+        "--json",
+        "-q",
+        "-w",
+        &workers.to_string(),
+        "--exposures",
+    ])
+    .arg(data.join("exposures.jsonl"))
+    .arg("--actions")
+    .arg(data.join("actions.jsonl"))
+    .arg("--state")
+    .arg(&state);
     if transitions {
         cmd.arg("--transitions").arg(dir.join("transitions.jsonl"));
     }
@@ -103,7 +123,10 @@ fn bench_replay(
     let out = cmd.output().context("running rliv replay")?;
     let wall = t.elapsed().as_secs_f64();
     if !out.status.success() {
-        bail!("rliv replay failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "rliv replay failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let lines = summary["run"]["lines"].as_u64().unwrap_or(0);
@@ -113,11 +136,23 @@ fn bench_replay(
     let sst = store.pairs_sst_bytes()?;
     println!("bench replay: {exposures} exposures, {lines} input events ({:.0} MiB JSONL), {workers} workers, {} cores",
         bytes as f64 / (1 << 20) as f64, std::thread::available_parallelism().map_or(0, |n| n.get()));
-    println!("  job time        {:.2} s (process wall {:.2} s)", summary["elapsed_s"].as_f64().unwrap_or(0.0), wall);
-    println!("  throughput      {:.0} events/s end to end (JSON parsing and RocksDB writes included)",
-        summary["events_per_s"].as_f64().unwrap_or(0.0));
-    println!("  peak RSS        {:.0} MiB", summary["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64);
-    println!("  pairs           {pairs}; after compaction {:.1} bytes/pair on disk", sst as f64 / pairs.max(1) as f64);
+    println!(
+        "  job time        {:.2} s (process wall {:.2} s)",
+        summary["elapsed_s"].as_f64().unwrap_or(0.0),
+        wall
+    );
+    println!(
+        "  throughput      {:.0} events/s end to end (JSON parsing and RocksDB writes included)",
+        summary["events_per_s"].as_f64().unwrap_or(0.0)
+    );
+    println!(
+        "  peak RSS        {:.0} MiB",
+        summary["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
+    );
+    println!(
+        "  pairs           {pairs}; after compaction {:.1} bytes/pair on disk",
+        sst as f64 / pairs.max(1) as f64
+    );
     Ok(())
 }
 
@@ -143,8 +178,20 @@ fn bench_state(cfg: &Config, pairs: u64, dir: Option<PathBuf>) -> Result<()> {
         let mut ts = crate::gen::T0 + rng.range(0, 7 * 86_400_000);
         for _ in 0..n {
             let click = rng.f64() < 0.3;
-            let watch = if rng.f64() < 0.6 { (rng.f64() * 600.0).round() / 10.0 } else { 0.0 };
-            c.apply(ts, &Rewards { click: f64::from(u8::from(click)), watch, follow: 0.0, gift: 0.0 });
+            let watch = if rng.f64() < 0.6 {
+                (rng.f64() * 600.0).round() / 10.0
+            } else {
+                0.0
+            };
+            c.apply(
+                ts,
+                &Rewards {
+                    click: f64::from(u8::from(click)),
+                    watch,
+                    follow: 0.0,
+                    gift: 0.0,
+                },
+            );
             ts += rng.range(1000, 3_600_000);
         }
         batch.pairs.push((PairKey::new(user, author), c.to_bytes()));

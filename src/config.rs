@@ -30,15 +30,19 @@ impl Config {
     }
 
     pub fn load_with_env(file: Option<&Path>, env: &[(String, String)]) -> Result<Config> {
-        let mut table: toml::Table = toml::from_str(DEFAULT_TOML).context("embedded configs/default.toml")?;
+        let mut table: toml::Table =
+            toml::from_str(DEFAULT_TOML).context("embedded configs/default.toml")?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
-            let user: toml::Table =
-                toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading config {}", path.display()))?;
+            let user: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("parsing config {}", path.display()))?;
             merge(&mut table, user);
         }
         for (k, v) in env {
-            let Some(rest) = k.strip_prefix("RLIV__") else { continue };
+            let Some(rest) = k.strip_prefix("RLIV__") else {
+                continue;
+            };
             let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
             let [section, key] = parts.as_slice() else {
                 bail!("environment variable {k}: expected RLIV__SECTION__KEY");

@@ -163,18 +163,32 @@ impl Sink {
         let mut files = Vec::new();
         let mut paths = Vec::new();
         for i in 0..n {
-            let name = if n == 1 { format!("{stem}.{ext}") } else { format!("{stem}-{i:03}.{ext}") };
+            let name = if n == 1 {
+                format!("{stem}.{ext}")
+            } else {
+                format!("{stem}-{i:03}.{ext}")
+            };
             let path = dir.join(name);
             let f = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
             let w: Box<dyn Write> = if cfg.gzip {
-                Box::new(flate2::write::GzEncoder::new(f, flate2::Compression::fast()))
+                Box::new(flate2::write::GzEncoder::new(
+                    f,
+                    flate2::Compression::fast(),
+                ))
             } else {
                 Box::new(f)
             };
             files.push(BufWriter::with_capacity(1 << 20, w));
             paths.push(path);
         }
-        Ok(Sink { files, paths, heap: BinaryHeap::new(), seq: 0, span, written: 0 })
+        Ok(Sink {
+            files,
+            paths,
+            heap: BinaryHeap::new(),
+            seq: 0,
+            span,
+            written: 0,
+        })
     }
 
     fn push(&mut self, arrival: i64, line: String) {
@@ -188,9 +202,12 @@ impl Sink {
             if *arrival > t {
                 break;
             }
-            let Some(Reverse((arrival, _, line))) = self.heap.pop() else { break };
+            let Some(Reverse((arrival, _, line))) = self.heap.pop() else {
+                break;
+            };
             let n = self.files.len() as i64;
-            let idx = (((arrival - T0).max(0) as i128 * n as i128) / self.span.max(1) as i128).clamp(0, n as i128 - 1);
+            let idx = (((arrival - T0).max(0) as i128 * n as i128) / self.span.max(1) as i128)
+                .clamp(0, n as i128 - 1);
             let f = &mut self.files[idx as usize];
             f.write_all(line.as_bytes())?;
             f.write_all(b"\n")?;
@@ -202,7 +219,9 @@ impl Sink {
     fn finish(mut self) -> Result<(u64, Vec<PathBuf>)> {
         self.flush_until(i64::MAX)?;
         for f in self.files {
-            let inner = f.into_inner().map_err(|e| anyhow::anyhow!("flushing: {}", e.error()))?;
+            let inner = f
+                .into_inner()
+                .map_err(|e| anyhow::anyhow!("flushing: {}", e.error()))?;
             drop(inner);
         }
         Ok((self.written, self.paths))
@@ -224,7 +243,8 @@ pub fn generate(cfg: &GenConfig, dir: &Path) -> Result<GenSummary> {
     let mut line = String::new();
     let mut made = 0u64;
     for r in 0..requests {
-        let ts = T0 + ((r as i128 * span as i128) / requests.max(1) as i128) as i64 + rng.range(0, 1000);
+        let ts =
+            T0 + ((r as i128 * span as i128) / requests.max(1) as i128) as i64 + rng.range(0, 1000);
         exposures.flush_until(ts)?;
         actions.flush_until(ts)?;
         let request_id = r + 1;
@@ -237,7 +257,11 @@ pub fn generate(cfg: &GenConfig, dir: &Path) -> Result<GenSummary> {
             }
             made += 1;
             let fav = rng.f64() < 0.35;
-            let author = if fav { favourite(user, rng.below(FAVOURITES), &authors) } else { authors.sample(&mut rng) + 1 };
+            let author = if fav {
+                favourite(user, rng.below(FAVOURITES), &authors)
+            } else {
+                authors.sample(&mut rng) + 1
+            };
             let item = author * 1_000_000 + items.sample(&mut rng) + 1;
             let ih = mix64(item);
             let duration_s = 5 + (ih % 115) as i64;
@@ -307,7 +331,12 @@ pub fn generate(cfg: &GenConfig, dir: &Path) -> Result<GenSummary> {
     }
     let (n_exp, exp_files) = exposures.finish()?;
     let (n_act, act_files) = actions.finish()?;
-    Ok(GenSummary { exposures: n_exp, actions: n_act, exposure_files: exp_files, action_files: act_files })
+    Ok(GenSummary {
+        exposures: n_exp,
+        actions: n_act,
+        exposure_files: exp_files,
+        action_files: act_files,
+    })
 }
 
 #[cfg(test)]
@@ -318,18 +347,28 @@ mod tests {
     fn same_seed_same_log() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
-        let cfg = GenConfig { exposures: 3000, ..GenConfig::default() };
+        let cfg = GenConfig {
+            exposures: 3000,
+            ..GenConfig::default()
+        };
         generate(&cfg, a.path()).unwrap();
         generate(&cfg, b.path()).unwrap();
         for f in ["exposures.jsonl", "actions.jsonl"] {
-            assert_eq!(std::fs::read(a.path().join(f)).unwrap(), std::fs::read(b.path().join(f)).unwrap());
+            assert_eq!(
+                std::fs::read(a.path().join(f)).unwrap(),
+                std::fs::read(b.path().join(f)).unwrap()
+            );
         }
     }
 
     #[test]
     fn files_are_in_arrival_order_within_the_jitter() {
         let d = tempfile::tempdir().unwrap();
-        let cfg = GenConfig { exposures: 5000, late_rate: 0.0, ..GenConfig::default() };
+        let cfg = GenConfig {
+            exposures: 5000,
+            late_rate: 0.0,
+            ..GenConfig::default()
+        };
         let s = generate(&cfg, d.path()).unwrap();
         assert_eq!(s.exposures, 5000);
         let text = std::fs::read_to_string(d.path().join("actions.jsonl")).unwrap();
@@ -337,7 +376,11 @@ mod tests {
         for l in text.lines() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             let ts = v["ts_ms"].as_i64().unwrap();
-            assert!(ts >= max_ts - JITTER_MS, "an action arrives {} ms behind", max_ts - ts);
+            assert!(
+                ts >= max_ts.saturating_sub(JITTER_MS),
+                "an action arrives {} ms behind",
+                max_ts.saturating_sub(ts)
+            );
             max_ts = max_ts.max(ts);
         }
     }

@@ -127,8 +127,12 @@ struct ReplayArgs {
 }
 
 fn main() -> ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -148,7 +152,13 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     let cfg = Config::load(cli.config.as_deref())?;
     match cli.cmd {
-        Cmd::Gen { out, exposures, seed, files, gzip } => {
+        Cmd::Gen {
+            out,
+            exposures,
+            seed,
+            files,
+            gzip,
+        } => {
             let mut g = cfg.gen.clone();
             g.exposures = exposures.unwrap_or(g.exposures);
             g.seed = seed.unwrap_or(g.seed);
@@ -166,7 +176,13 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Replay(args) => replay(&cfg, args),
-        Cmd::Dump { state, user, author, format, limit } => dump(&state, user, author, format, limit),
+        Cmd::Dump {
+            state,
+            user,
+            author,
+            format,
+            limit,
+        } => dump(&state, user, author, format, limit),
         Cmd::Status { state } => {
             let store = Store::open_read_only(&state)?;
             match rliv_dataflows::Checkpoint::load(&store)? {
@@ -175,7 +191,9 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Config { cmd: ConfigCmd::Show } => {
+        Cmd::Config {
+            cmd: ConfigCmd::Show,
+        } => {
             print!("{}", cfg.to_toml()?);
             Ok(())
         }
@@ -241,9 +259,18 @@ fn progress_bar(p: &Progress, done: &std::sync::atomic::AtomicBool) {
 }
 
 fn print_summary(s: &Summary) {
+    if s.up_to_date {
+        eprintln!(
+            "replay: the state already holds exactly these inputs, replayed to the end; nothing to do \
+             ({} pairs; --allow-repeat replays them again)",
+            s.pairs_total
+        );
+        return;
+    }
     let g = |k: &str| s.run.get(k).copied().unwrap_or(0);
     let mut out = String::new();
-    out += &format!(
+    out +=
+        &format!(
         "replay {}: {} input lines in {:.2}s ({:.0} events/s, {} workers), peak RSS {:.0} MiB\n",
         if s.resumed { "resumed and finished" } else { "finished" },
         g("lines"),
@@ -283,16 +310,29 @@ fn print_summary(s: &Summary) {
         .collect();
     out += &format!(
         "  rejected lines: {}\n",
-        if rejected.is_empty() { "none".to_string() } else { rejected.join(" ") }
+        if rejected.is_empty() {
+            "none".to_string()
+        } else {
+            rejected.join(" ")
+        }
     );
     if s.open_exposures > 0 {
-        out += &format!("  {} exposures left open in the state (--keep-open)\n", s.open_exposures);
+        out += &format!(
+            "  {} exposures left open in the state (--keep-open)\n",
+            s.open_exposures
+        );
     }
     out += &format!("  dead letters: {}\n", s.dead_letters);
     eprint!("{out}");
 }
 
-fn dump(state: &std::path::Path, user: Option<u64>, author: Option<u64>, format: Format, limit: Option<u64>) -> Result<()> {
+fn dump(
+    state: &std::path::Path,
+    user: Option<u64>,
+    author: Option<u64>,
+    format: Format,
+    limit: Option<u64>,
+) -> Result<()> {
     let store = Store::open_read_only(state)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());

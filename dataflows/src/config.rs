@@ -20,7 +20,11 @@ pub struct JoinConfig {
 
 impl Default for JoinConfig {
     fn default() -> Self {
-        JoinConfig { window_ms: 30 * 60 * 1000, allowed_lateness_ms: 60 * 1000, late_retention_ms: 60 * 60 * 1000 }
+        JoinConfig {
+            window_ms: 30 * 60 * 1000,
+            allowed_lateness_ms: 60 * 1000,
+            late_retention_ms: 60 * 60 * 1000,
+        }
     }
 }
 
@@ -30,10 +34,16 @@ impl JoinConfig {
             return Err(format!("join.window_ms = {} must be >= 0", self.window_ms));
         }
         if self.allowed_lateness_ms < 0 {
-            return Err(format!("join.allowed_lateness_ms = {} must be >= 0", self.allowed_lateness_ms));
+            return Err(format!(
+                "join.allowed_lateness_ms = {} must be >= 0",
+                self.allowed_lateness_ms
+            ));
         }
         if self.late_retention_ms < 0 {
-            return Err(format!("join.late_retention_ms = {} must be >= 0", self.late_retention_ms));
+            return Err(format!(
+                "join.late_retention_ms = {} must be >= 0",
+                self.late_retention_ms
+            ));
         }
         Ok(())
     }

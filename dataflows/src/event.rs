@@ -10,7 +10,9 @@ use crate::metrics::Reason;
 
 /// Where a record came from: an index into the job's file table and a 1-based
 /// line number. Carried so every dead letter can say `file:line`.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 pub struct Origin {
     pub file: u32,
     pub line: u64,
@@ -101,7 +103,15 @@ impl Action {
     }
     /// A total order used to process actions deterministically.
     pub fn sort_key(&self) -> (u64, u64, i64, ActionKind, u64, u64, Origin) {
-        (self.request_id, self.item_id, self.ts_ms, self.kind, self.value.to_bits(), self.user_id, self.origin)
+        (
+            self.request_id,
+            self.item_id,
+            self.ts_ms,
+            self.kind,
+            self.value.to_bits(),
+            self.user_id,
+            self.origin,
+        )
     }
 }
 
@@ -195,7 +205,10 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Rejection { reason, detail: detail.into() }
+        Rejection {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -257,16 +270,25 @@ pub fn parse_action(line: &[u8], origin: Origin) -> Result<Action, Rejection> {
     let Some(kind) = ActionKind::parse(&w.action) else {
         return Err(Rejection::new(
             Reason::UnknownAction,
-            format!("action {:?} is not one of click, watch, follow, gift", w.action),
+            format!(
+                "action {:?} is not one of click, watch, follow, gift",
+                w.action
+            ),
         ));
     };
     let value = w.value.unwrap_or(1.0);
     match kind {
         ActionKind::Watch if value < 0.0 => {
-            return Err(Rejection::new(Reason::NegativeWatch, format!("watch value {value} < 0")))
+            return Err(Rejection::new(
+                Reason::NegativeWatch,
+                format!("watch value {value} < 0"),
+            ))
         }
         ActionKind::Gift if value <= 0.0 => {
-            return Err(Rejection::new(Reason::NonPositiveGift, format!("gift value {value} <= 0")))
+            return Err(Rejection::new(
+                Reason::NonPositiveGift,
+                format!("gift value {value} <= 0"),
+            ))
         }
         _ => {}
     }
@@ -313,7 +335,11 @@ fn classify(line: &[u8], err: serde_json::Error, source: Source) -> Rejection {
         ],
     };
     let optional: &[(&str, Kind)] = match source {
-        Source::Exposures => &[("position", Kind::U32), ("user_feats", Kind::U32s), ("item_feats", Kind::U32s)],
+        Source::Exposures => &[
+            ("position", Kind::U32),
+            ("user_feats", Kind::U32s),
+            ("item_feats", Kind::U32s),
+        ],
         Source::Actions => &[("value", Kind::F64)],
     };
     for (name, kind) in required {
@@ -349,9 +375,17 @@ enum Kind {
 fn check(name: &str, v: &serde_json::Value, kind: Kind) -> Option<Rejection> {
     use serde_json::Value;
     let wrong = |want: &str| {
-        Some(Rejection::new(Reason::WrongType, format!("field `{name}`: expected {want}, got {}", type_name(v))))
+        Some(Rejection::new(
+            Reason::WrongType,
+            format!("field `{name}`: expected {want}, got {}", type_name(v)),
+        ))
     };
-    let range = |want: &str| Some(Rejection::new(Reason::OutOfRange, format!("field `{name}`: {v} is not {want}")));
+    let range = |want: &str| {
+        Some(Rejection::new(
+            Reason::OutOfRange,
+            format!("field `{name}`: {v} is not {want}"),
+        ))
+    };
     match (kind, v) {
         (Kind::U64, Value::Number(n)) if n.is_u64() => None,
         (Kind::U64, Value::Number(n)) if n.is_i64() => range("an unsigned 64-bit id"),
@@ -360,7 +394,9 @@ fn check(name: &str, v: &serde_json::Value, kind: Kind) -> Option<Rejection> {
         (Kind::I64, Value::Number(n)) if n.is_i64() => None,
         (Kind::I64, Value::Number(_)) => range("a signed 64-bit integer"),
         (Kind::I64, _) => wrong("an integer"),
-        (Kind::U32, Value::Number(n)) if n.as_u64().is_some_and(|x| x <= u64::from(u32::MAX)) => None,
+        (Kind::U32, Value::Number(n)) if n.as_u64().is_some_and(|x| x <= u64::from(u32::MAX)) => {
+            None
+        }
         (Kind::U32, Value::Number(_)) => range("an unsigned 32-bit integer"),
         (Kind::U32, _) => wrong("an unsigned integer"),
         (Kind::F64, Value::Number(_)) => None,
@@ -406,7 +442,10 @@ mod tests {
             O,
         )
         .unwrap();
-        assert_eq!((e.request_id, e.item_id, e.user_id, e.author_id), (2, 102, 10, 7));
+        assert_eq!(
+            (e.request_id, e.item_id, e.user_id, e.author_id),
+            (2, 102, 10, 7)
+        );
         assert_eq!(e.position, 0);
         assert!(e.user_feats.is_empty() && e.item_feats.is_empty());
     }
@@ -414,16 +453,40 @@ mod tests {
     #[test]
     fn every_invalid_contract_example_gets_its_reason() {
         let cases: &[(&str, Reason)] = &[
-            (r#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":1700000001500}"#, Reason::MissingField),
-            (r#"{"request_id":"one","user_id":10,"item_id":100,"ts_ms":1,"action":"click"}"#, Reason::WrongType),
-            (r#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":1,"action":"watch","value":-3}"#, Reason::NegativeWatch),
-            (r#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":1,"action":"share"}"#, Reason::UnknownAction),
-            (r#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":1,"action":"gift","value":0}"#, Reason::NonPositiveGift),
+            (
+                r#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":1700000001500}"#,
+                Reason::MissingField,
+            ),
+            (
+                r#"{"request_id":"one","user_id":10,"item_id":100,"ts_ms":1,"action":"click"}"#,
+                Reason::WrongType,
+            ),
+            (
+                r#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":1,"action":"watch","value":-3}"#,
+                Reason::NegativeWatch,
+            ),
+            (
+                r#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":1,"action":"share"}"#,
+                Reason::UnknownAction,
+            ),
+            (
+                r#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":1,"action":"gift","value":0}"#,
+                Reason::NonPositiveGift,
+            ),
             ("not json at all", Reason::MalformedJson),
-            (r#"{"request_id":1,"user_id":-10,"item_id":100,"ts_ms":1,"action":"click"}"#, Reason::OutOfRange),
+            (
+                r#"{"request_id":1,"user_id":-10,"item_id":100,"ts_ms":1,"action":"click"}"#,
+                Reason::OutOfRange,
+            ),
             (r#"[1,2]"#, Reason::NotAnObject),
-            (r#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"watch","value":"9"}"#, Reason::WrongType),
-            (r#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"gift","value":1e300}"#, Reason::OutOfRange),
+            (
+                r#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"watch","value":"9"}"#,
+                Reason::WrongType,
+            ),
+            (
+                r#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"gift","value":1e300}"#,
+                Reason::OutOfRange,
+            ),
         ];
         for (line, reason) in cases {
             let r = parse_action(line.as_bytes(), O).unwrap_err();
@@ -433,7 +496,11 @@ mod tests {
 
     #[test]
     fn missing_field_detail_names_the_field() {
-        let r = parse_exposure(br#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":5}"#, O).unwrap_err();
+        let r = parse_exposure(
+            br#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":5}"#,
+            O,
+        )
+        .unwrap_err();
         assert_eq!(r.reason, Reason::MissingField);
         assert!(r.detail.contains("author_id"), "{}", r.detail);
         let r = parse_exposure(br#"{"request_id":1,"user_id":1,"item_id":1,"author_id":1,"ts_ms":5,"user_feats":[1,-2]}"#, O)
@@ -444,14 +511,22 @@ mod tests {
 
     #[test]
     fn escaped_action_names_still_parse() {
-        let a = parse_action(br#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"cl\u0069ck"}"#, O).unwrap();
+        let a = parse_action(
+            br#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"cl\u0069ck"}"#,
+            O,
+        )
+        .unwrap();
         assert_eq!(a.kind, ActionKind::Click);
         assert_eq!(a.value, 1.0);
     }
 
     #[test]
     fn watch_of_zero_seconds_is_valid() {
-        let a = parse_action(br#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"watch","value":0}"#, O).unwrap();
+        let a = parse_action(
+            br#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"watch","value":0}"#,
+            O,
+        )
+        .unwrap();
         assert_eq!(a.value, 0.0);
     }
 }

@@ -25,7 +25,10 @@ pub enum InputError {
 }
 
 fn io(path: &Path, err: std::io::Error) -> InputError {
-    InputError::Io { path: path.to_path_buf(), err }
+    InputError::Io {
+        path: path.to_path_buf(),
+        err,
+    }
 }
 
 /// Expands paths: a directory stands for its `*.jsonl`, `*.ndjson`, `*.json`
@@ -41,7 +44,9 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
                 .filter(|f| {
                     let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
                     f.is_file()
-                        && [".jsonl", ".ndjson", ".json", ".gz"].iter().any(|ext| name.ends_with(ext))
+                        && [".jsonl", ".ndjson", ".json", ".gz"]
+                            .iter()
+                            .any(|ext| name.ends_with(ext))
                 })
                 .collect();
             files.sort();
@@ -100,20 +105,34 @@ impl LineReader {
         let mut file = File::open(path).map_err(|e| io(path, e))?;
         let gz = path.extension().is_some_and(|e| e == "gz");
         let mut inner: Box<dyn BufRead + Send> = if gz {
-            Box::new(BufReader::with_capacity(1 << 20, flate2::read::MultiGzDecoder::new(BufReader::new(file))))
+            Box::new(BufReader::with_capacity(
+                1 << 20,
+                flate2::read::MultiGzDecoder::new(BufReader::new(file)),
+            ))
         } else {
-            file.seek(SeekFrom::Start(pos.offset)).map_err(|e| io(path, e))?;
+            file.seek(SeekFrom::Start(pos.offset))
+                .map_err(|e| io(path, e))?;
             Box::new(BufReader::with_capacity(1 << 20, file))
         };
         if gz && pos.offset > 0 {
             let skipped = std::io::copy(&mut (&mut inner).take(pos.offset), &mut std::io::sink())
                 .map_err(|e| io(path, e))?;
             if skipped != pos.offset {
-                let msg = format!("resume offset {} is past the end ({skipped}): the file changed", pos.offset);
-                return Err(io(path, std::io::Error::new(std::io::ErrorKind::UnexpectedEof, msg)));
+                let msg = format!(
+                    "resume offset {} is past the end ({skipped}): the file changed",
+                    pos.offset
+                );
+                return Err(io(
+                    path,
+                    std::io::Error::new(std::io::ErrorKind::UnexpectedEof, msg),
+                ));
             }
         }
-        Ok(LineReader { inner, offset: pos.offset, line: pos.line.max(1) })
+        Ok(LineReader {
+            inner,
+            offset: pos.offset,
+            line: pos.line.max(1),
+        })
     }
 
     /// Appends the next line and a `\n` to `out`; `None` at end of file, else
@@ -163,8 +182,21 @@ pub struct SourceReader {
 }
 
 impl SourceReader {
-    pub fn new(source: Source, files: Vec<(u32, PathBuf)>, pos: SourcePos, chunk_lines: usize, max_line_bytes: usize) -> Self {
-        SourceReader { source, files, pos, reader: None, chunk_lines, max_line_bytes }
+    pub fn new(
+        source: Source,
+        files: Vec<(u32, PathBuf)>,
+        pos: SourcePos,
+        chunk_lines: usize,
+        max_line_bytes: usize,
+    ) -> Self {
+        SourceReader {
+            source,
+            files,
+            pos,
+            reader: None,
+            chunk_lines,
+            max_line_bytes,
+        }
     }
 
     /// The next chunk and the position after it, or `None` when all files are read.
@@ -176,7 +208,9 @@ impl SourceReader {
             if self.reader.is_none() {
                 self.reader = Some(LineReader::open(&path, &self.pos)?);
             }
-            let Some(reader) = self.reader.as_mut() else { continue };
+            let Some(reader) = self.reader.as_mut() else {
+                continue;
+            };
             let mut chunk = Chunk {
                 source: Some(self.source),
                 file: file_idx,
@@ -186,7 +220,10 @@ impl SourceReader {
             let mut n = 0u32;
             let mut eof = false;
             while (n as usize) < self.chunk_lines {
-                match reader.next_line(&mut chunk.data, self.max_line_bytes).map_err(|e| io(&path, e))? {
+                match reader
+                    .next_line(&mut chunk.data, self.max_line_bytes)
+                    .map_err(|e| io(&path, e))?
+                {
                     None => {
                         eof = true;
                         break;
@@ -201,9 +238,17 @@ impl SourceReader {
             }
             let after = if eof {
                 self.reader = None;
-                SourcePos { file: self.pos.file + 1, offset: 0, line: 1 }
+                SourcePos {
+                    file: self.pos.file + 1,
+                    offset: 0,
+                    line: 1,
+                }
             } else {
-                SourcePos { file: self.pos.file, offset: reader.offset, line: reader.line }
+                SourcePos {
+                    file: self.pos.file,
+                    offset: reader.offset,
+                    line: reader.line,
+                }
             };
             self.pos = after.clone();
             if n > 0 {
@@ -222,7 +267,10 @@ pub fn first_ts(data: &[u8]) -> Option<i64> {
     let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
     let rest = rest.strip_prefix(b":")?;
     let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
-    let end = rest.iter().position(|b| !(b.is_ascii_digit() || *b == b'-')).unwrap_or(rest.len());
+    let end = rest
+        .iter()
+        .position(|b| !(b.is_ascii_digit() || *b == b'-'))
+        .unwrap_or(rest.len());
     std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
 }
 
@@ -240,7 +288,13 @@ impl Reader {
     /// `sources[i]` must be the reader of `Source::ALL[i]`.
     pub fn new(sources: Vec<SourceReader>, next_epoch: u64) -> Reader {
         let positions = [sources[0].pos.clone(), sources[1].pos.clone()];
-        Reader { ahead: vec![None, None], sources, done: [false; 2], positions, next_epoch }
+        Reader {
+            ahead: vec![None, None],
+            sources,
+            done: [false; 2],
+            positions,
+            next_epoch,
+        }
     }
 
     fn fill(&mut self, s: usize) -> Result<(), InputError> {
@@ -266,7 +320,9 @@ impl Reader {
             (None, Some(_)) => 1,
             (Some(a), Some(b)) => usize::from(b.2.unwrap_or(i64::MIN) < a.2.unwrap_or(i64::MIN)),
         };
-        let Some((mut chunk, pos, _)) = self.ahead[pick].take() else { return Ok(None) };
+        let Some((mut chunk, pos, _)) = self.ahead[pick].take() else {
+            return Ok(None);
+        };
         self.positions[pick] = pos;
         self.fill(pick)?;
         chunk.epoch = self.next_epoch;
@@ -298,7 +354,9 @@ mod tests {
     }
 
     fn lines(prefix: &str, n: usize, ts0: i64) -> Vec<String> {
-        (0..n).map(|i| format!("{{\"id\":\"{prefix}{i}\",\"ts_ms\":{}}}", ts0 + i as i64)).collect()
+        (0..n)
+            .map(|i| format!("{{\"id\":\"{prefix}{i}\",\"ts_ms\":{}}}", ts0 + i as i64))
+            .collect()
     }
 
     fn all_chunks(r: &mut Reader) -> Vec<Chunk> {
@@ -320,15 +378,27 @@ mod tests {
             )
         };
         let whole = all_chunks(&mut make(SourcePos::default(), SourcePos::default(), 0));
-        assert_eq!(whole.iter().map(|c| c.data.iter().filter(|b| **b == b'\n').count()).sum::<usize>(), 42);
+        assert_eq!(
+            whole
+                .iter()
+                .map(|c| c.data.iter().filter(|b| **b == b'\n').count())
+                .sum::<usize>(),
+            42
+        );
         for cut in 1..whole.len() {
             let mut r = make(SourcePos::default(), SourcePos::default(), 0);
             let head: Vec<Chunk> = (0..cut).map(|_| r.next_chunk().unwrap().unwrap()).collect();
             let [pe, pa] = r.positions.clone();
             let tail = all_chunks(&mut make(pe, pa, r.next_epoch));
-            let joined: Vec<(u64, Vec<u8>, u64)> =
-                head.iter().chain(tail.iter()).map(|c| (c.epoch, c.data.clone(), c.first_line)).collect();
-            let expect: Vec<(u64, Vec<u8>, u64)> = whole.iter().map(|c| (c.epoch, c.data.clone(), c.first_line)).collect();
+            let joined: Vec<(u64, Vec<u8>, u64)> = head
+                .iter()
+                .chain(tail.iter())
+                .map(|c| (c.epoch, c.data.clone(), c.first_line))
+                .collect();
+            let expect: Vec<(u64, Vec<u8>, u64)> = whole
+                .iter()
+                .map(|c| (c.epoch, c.data.clone(), c.first_line))
+                .collect();
             assert_eq!(joined, expect, "cut after {cut} chunks");
         }
         assert!(whole.last().unwrap().exhausted_after == [true, true]);
@@ -338,12 +408,19 @@ mod tests {
     fn gz_files_resume_at_their_decompressed_offset() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.jsonl.gz");
-        let mut enc = flate2::write::GzEncoder::new(File::create(&p).unwrap(), flate2::Compression::fast());
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&p).unwrap(), flate2::Compression::fast());
         for l in lines("x", 10, 0) {
             writeln!(enc, "{l}").unwrap();
         }
         enc.finish().unwrap();
-        let mut s = SourceReader::new(Source::Exposures, vec![(0, p.clone())], SourcePos::default(), 3, 1000);
+        let mut s = SourceReader::new(
+            Source::Exposures,
+            vec![(0, p.clone())],
+            SourcePos::default(),
+            3,
+            1000,
+        );
         let (first, pos) = s.read_chunk().unwrap().unwrap();
         assert_eq!(first.first_line, 1);
         let mut s2 = SourceReader::new(Source::Exposures, vec![(0, p)], pos, 3, 1000);
@@ -355,7 +432,11 @@ mod tests {
     #[test]
     fn over_long_lines_are_cut_and_flagged_not_buffered_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let p = write(dir.path(), "l.jsonl", &["short".to_string(), "y".repeat(10_000), "end".to_string()]);
+        let p = write(
+            dir.path(),
+            "l.jsonl",
+            &["short".to_string(), "y".repeat(10_000), "end".to_string()],
+        );
         let mut s = SourceReader::new(Source::Actions, vec![(0, p)], SourcePos::default(), 10, 100);
         let (c, _) = s.read_chunk().unwrap().unwrap();
         assert_eq!(c.too_long, vec![1]);
@@ -364,7 +445,10 @@ mod tests {
 
     #[test]
     fn first_ts_reads_the_field_of_the_first_line() {
-        assert_eq!(first_ts(b"{\"a\":1, \"ts_ms\" : -42,\"b\":2}\n{\"ts_ms\":7}\n"), Some(-42));
+        assert_eq!(
+            first_ts(b"{\"a\":1, \"ts_ms\" : -42,\"b\":2}\n{\"ts_ms\":7}\n"),
+            Some(-42)
+        );
         assert_eq!(first_ts(b"garbage\n{\"ts_ms\":7}\n"), None);
     }
 
@@ -375,8 +459,14 @@ mod tests {
         write(dir.path(), "a.jsonl", &[]);
         write(dir.path(), "notes.txt", &[]);
         let got = expand_paths(&[dir.path().to_path_buf()]).unwrap();
-        let names: Vec<_> = got.iter().map(|p| p.file_name().unwrap().to_str().unwrap().to_string()).collect();
+        let names: Vec<_> = got
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
         assert_eq!(names, vec!["a.jsonl", "b.jsonl"]);
-        assert!(matches!(expand_paths(&[dir.path().join("zz")]), Err(InputError::Missing(_))));
+        assert!(matches!(
+            expand_paths(&[dir.path().join("zz")]),
+            Err(InputError::Missing(_))
+        ));
     }
 }

@@ -21,8 +21,8 @@ use crate::event::{Source, Transition};
 use crate::input::{expand_paths, Chunk, InputError, Reader, SourcePos, SourceReader};
 use crate::metrics::{Counter, Counters};
 use crate::operators::{
-    decode_snapshot, Abort, DeadLetter, InputMark, JoinStart, LabelJoin, PairState, ParseChunks, Report,
-    ReportSink, Side, TransitionBatch, TransitionOutputs,
+    decode_snapshot, Abort, DeadLetter, InputMark, JoinStart, LabelJoin, PairState, ParseChunks,
+    Report, ReportSink, Side, TransitionBatch, TransitionOutputs,
 };
 
 const CHECKPOINT_KEY: &[u8] = b"job/checkpoint";
@@ -46,7 +46,10 @@ pub enum JobError {
 }
 
 fn out_err(path: &Path, err: std::io::Error) -> JobError {
-    JobError::Output { path: path.to_path_buf(), err }
+    JobError::Output {
+        path: path.to_path_buf(),
+        err,
+    }
 }
 
 /// An output file and how many bytes of it are committed.
@@ -143,6 +146,9 @@ pub struct Summary {
     pub pairs_total: u64,
     pub open_exposures: u64,
     pub resumed: bool,
+    /// The state had already finished exactly these inputs: nothing was done
+    /// (`--allow-repeat` replays them again).
+    pub up_to_date: bool,
     pub epochs: u64,
     pub commits: u64,
     /// Wall time of this process's part of the run.
@@ -167,11 +173,17 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
     for p in expand_paths(&req.actions)? {
         files.push((Source::Actions, p));
     }
-    let file_names: Vec<(Source, String)> = files.iter().map(|(s, p)| (*s, p.display().to_string())).collect();
+    let file_names: Vec<(Source, String)> = files
+        .iter()
+        .map(|(s, p)| (*s, p.display().to_string()))
+        .collect();
 
     let store = Arc::new(Store::open(&req.state_dir, &req.store)?);
     let previous = Checkpoint::load(&store)?;
-    let dead_path = req.dead_letters.clone().unwrap_or_else(|| req.state_dir.join("dead-letters.jsonl"));
+    let dead_path = req
+        .dead_letters
+        .clone()
+        .unwrap_or_else(|| req.state_dir.join("dead-letters.jsonl"));
 
     let (cp, resumed, reopen) = match previous {
         Some(cp) if cp.version != CHECKPOINT_VERSION => {
@@ -201,19 +213,35 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         }
         Some(cp) => {
             if cp.files == file_names && !req.allow_repeat {
-                return Err(JobError::Resume(format!(
-                    "{} already replayed exactly these inputs to the end; replaying them again would count \
-                     them twice (pass --allow-repeat if that is what you want)",
-                    req.state_dir.display()
-                )));
+                // Re-running a finished replay is a no-op (idempotent), not a second count.
+                return Ok(Summary {
+                    run: Counters::default().to_map(),
+                    pairs_total: cp.counters.get(Counter::NewPairs),
+                    open_exposures: cp.open_exposures,
+                    resumed: false,
+                    up_to_date: true,
+                    epochs: cp.next_epoch,
+                    commits: cp.commits,
+                    elapsed_s: started.elapsed().as_secs_f64(),
+                    events_per_s: 0.0,
+                    peak_rss_bytes: peak_rss_bytes(),
+                    workers: req.replay.workers,
+                    dead_letters: cp.dead_letters.path.clone(),
+                });
             }
             let next = Checkpoint {
                 files: file_names.clone(),
                 positions: Default::default(),
                 finished: false,
                 run_start: cp.counters.clone(),
-                transitions: req.transitions.as_ref().map(|p| OutputPos { path: p.display().to_string(), len: 0 }),
-                dead_letters: OutputPos { path: dead_path.display().to_string(), len: 0 },
+                transitions: req.transitions.as_ref().map(|p| OutputPos {
+                    path: p.display().to_string(),
+                    len: 0,
+                }),
+                dead_letters: OutputPos {
+                    path: dead_path.display().to_string(),
+                    len: 0,
+                },
                 ..cp
             };
             (next, false, true)
@@ -227,8 +255,14 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
                 finished: false,
                 counters: Counters::default(),
                 run_start: Counters::default(),
-                transitions: req.transitions.as_ref().map(|p| OutputPos { path: p.display().to_string(), len: 0 }),
-                dead_letters: OutputPos { path: dead_path.display().to_string(), len: 0 },
+                transitions: req.transitions.as_ref().map(|p| OutputPos {
+                    path: p.display().to_string(),
+                    len: 0,
+                }),
+                dead_letters: OutputPos {
+                    path: dead_path.display().to_string(),
+                    len: 0,
+                },
                 open_exposures: 0,
                 commits: 0,
             },
@@ -236,10 +270,17 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
             false,
         ),
     };
-    let snapshots: Vec<Vec<u8>> = store.meta_with_prefix(WINDOW_PREFIX)?.into_iter().map(|(_, v)| v).collect();
+    let snapshots: Vec<Vec<u8>> = store
+        .meta_with_prefix(WINDOW_PREFIX)?
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
 
     let transitions_out = match &req.transitions {
-        Some(p) => Some(OutputFile::open(p, cp.transitions.as_ref().map_or(0, |t| t.len))?),
+        Some(p) => Some(OutputFile::open(
+            p,
+            cp.transitions.as_ref().map_or(0, |t| t.len),
+        )?),
         None => None,
     };
     let dead_out = OutputFile::open(Path::new(&cp.dead_letters.path), cp.dead_letters.len)?;
@@ -251,7 +292,9 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
     let durable_before = Arc::new(AtomicU64::new(start_epoch));
     let done_before = Arc::new(AtomicU64::new(start_epoch));
     let progress = req.progress.clone().unwrap_or_default();
-    progress.pairs.store(cp.counters.get(Counter::NewPairs), Ordering::Relaxed);
+    progress
+        .pairs
+        .store(cp.counters.get(Counter::NewPairs), Ordering::Relaxed);
     let (tx, rx) = crossbeam_channel::unbounded::<Report>();
 
     let mut committer = Committer {
@@ -284,18 +327,30 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
             .map(|(idx, (_, p))| (idx as u32, p.clone()))
             .collect();
         let pos = start_positions[i].clone();
-        readers.push(SourceReader::new(*s, list, pos, req.replay.chunk_lines, req.replay.max_line_bytes));
+        readers.push(SourceReader::new(
+            *s,
+            list,
+            pos,
+            req.replay.chunk_lines,
+            req.replay.max_line_bytes,
+        ));
     }
     let reader = Arc::new(Mutex::new(Some(Reader::new(readers, start_epoch))));
 
     let cfg = req.replay.clone();
     let join_cfg = req.join.clone();
-    let outputs = TransitionOutputs { lines: req.transitions.is_some(), records: req.consumer.is_some() };
+    let outputs = TransitionOutputs {
+        lines: req.transitions.is_some(),
+        records: req.consumer.is_some(),
+    };
     let start = JoinStart { snapshots, reopen };
     let worker_abort = abort.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
-        let reader = reader.lock().ok().and_then(|mut r| if index == 0 { r.take() } else { None });
+        let reader = reader
+            .lock()
+            .ok()
+            .and_then(|mut r| if index == 0 { r.take() } else { None });
         let tx = tx.clone();
         let abort = worker_abort.clone();
         let store = store.clone();
@@ -305,11 +360,24 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         let join_cfg = join_cfg.clone();
         let start = start.clone();
         worker.dataflow::<u64, _, _>(move |scope| {
-            let chunks = read_input(scope, reader, cfg.clone(), tx.clone(), done_before, abort.clone());
+            let chunks = read_input(
+                scope,
+                reader,
+                cfg.clone(),
+                tx.clone(),
+                done_before,
+                abort.clone(),
+            );
             chunks
                 .parse_chunks()
                 .label_join(join_cfg, cfg.drain_at_end, start, abort.clone())
-                .pair_state(store, cfg.pair_cache_entries, durable_before, outputs, abort)
+                .pair_state(
+                    store,
+                    cfg.pair_cache_entries,
+                    durable_before,
+                    outputs,
+                    abort,
+                )
                 .report_to(tx);
         });
         while worker.has_dataflows() {
@@ -338,10 +406,15 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         pairs_total: cp.counters.get(Counter::NewPairs),
         open_exposures: cp.open_exposures,
         resumed,
+        up_to_date: false,
         epochs: cp.next_epoch,
         commits: cp.commits,
         elapsed_s: elapsed,
-        events_per_s: if elapsed > 0.0 { lines_here as f64 / elapsed } else { 0.0 },
+        events_per_s: if elapsed > 0.0 {
+            lines_here as f64 / elapsed
+        } else {
+            0.0
+        },
         peak_rss_bytes: peak_rss_bytes(),
         workers,
         dead_letters: cp.dead_letters.path.clone(),
@@ -409,7 +482,13 @@ fn read_input<'scope>(
                     }
                     None => {
                         r.next_epoch += 1;
-                        let chunk = Chunk { epoch, commit: true, last: true, exhausted_after: [true, true], ..Chunk::default() };
+                        let chunk = Chunk {
+                            epoch,
+                            commit: true,
+                            last: true,
+                            exhausted_after: [true, true],
+                            ..Chunk::default()
+                        };
                         (chunk, true)
                     }
                 };
@@ -450,7 +529,12 @@ impl OutputFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| out_err(dir, e))?;
         }
-        let mut f = OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| out_err(path, e))?;
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(|e| out_err(path, e))?;
         let actual = f.metadata().map_err(|e| out_err(path, e))?.len();
         if actual < committed {
             return Err(JobError::Resume(format!(
@@ -460,12 +544,19 @@ impl OutputFile {
             )));
         }
         f.set_len(committed).map_err(|e| out_err(path, e))?;
-        f.seek(SeekFrom::Start(committed)).map_err(|e| out_err(path, e))?;
-        Ok(OutputFile { path: path.to_path_buf(), out: BufWriter::with_capacity(1 << 20, f), len: committed })
+        f.seek(SeekFrom::Start(committed))
+            .map_err(|e| out_err(path, e))?;
+        Ok(OutputFile {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(1 << 20, f),
+            len: committed,
+        })
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), JobError> {
-        self.out.write_all(bytes).map_err(|e| out_err(&self.path, e))?;
+        self.out
+            .write_all(bytes)
+            .map_err(|e| out_err(&self.path, e))?;
         self.len += bytes.len() as u64;
         Ok(())
     }
@@ -473,7 +564,10 @@ impl OutputFile {
     fn flush(&mut self, sync: bool) -> Result<(), JobError> {
         self.out.flush().map_err(|e| out_err(&self.path, e))?;
         if sync {
-            self.out.get_ref().sync_data().map_err(|e| out_err(&self.path, e))?;
+            self.out
+                .get_ref()
+                .sync_data()
+                .map_err(|e| out_err(&self.path, e))?;
         }
         Ok(())
     }
@@ -537,7 +631,9 @@ impl Committer {
                     loop {
                         let next_mark = marks.keys().next().copied().filter(|e| *e < complete);
                         let next_acc = accs.keys().next().copied().filter(|e| *e < complete);
-                        let Some(epoch) = next_mark.into_iter().chain(next_acc).min() else { break };
+                        let Some(epoch) = next_mark.into_iter().chain(next_acc).min() else {
+                            break;
+                        };
                         let mark = marks.remove(&epoch);
                         let acc = accs.remove(&epoch).unwrap_or_default();
                         if failed.is_none() && !self.abort.raised() {
@@ -557,14 +653,22 @@ impl Committer {
         }
     }
 
-    fn finish_epoch(&mut self, epoch: u64, mark: Option<InputMark>, mut acc: EpochAcc) -> Result<(), JobError> {
+    fn finish_epoch(
+        &mut self,
+        epoch: u64,
+        mark: Option<InputMark>,
+        mut acc: EpochAcc,
+    ) -> Result<(), JobError> {
         self.write_transitions(std::mem::take(&mut acc.transitions))?;
-        acc.dead.sort_by(|a, b| (a.origin, a.reason).cmp(&(b.origin, b.reason)));
+        acc.dead
+            .sort_by(|a, b| (a.origin, a.reason).cmp(&(b.origin, b.reason)));
         let mut line = Vec::new();
         for d in &acc.dead {
             line.clear();
-            let (source, file) =
-                self.file_names.get(d.origin.file as usize).map_or(("", ""), |(s, p)| (s.name(), p.as_str()));
+            let (source, file) = self
+                .file_names
+                .get(d.origin.file as usize)
+                .map_or(("", ""), |(s, p)| (s.name(), p.as_str()));
             let rec = DeadLetterLine {
                 source,
                 file,
@@ -582,10 +686,19 @@ impl Committer {
         }
         self.cp.counters.merge(&acc.counters);
         self.epochs_done += 1;
-        self.progress.lines.fetch_add(acc.counters.get(Counter::Lines), Ordering::Relaxed);
-        self.progress.closed_exposures.fetch_add(acc.counters.get(Counter::ClosedExposures), Ordering::Relaxed);
-        self.progress.pairs.store(self.cp.counters.get(Counter::NewPairs), Ordering::Relaxed);
-        self.progress.epochs.store(self.epochs_done, Ordering::Relaxed);
+        self.progress
+            .lines
+            .fetch_add(acc.counters.get(Counter::Lines), Ordering::Relaxed);
+        self.progress.closed_exposures.fetch_add(
+            acc.counters.get(Counter::ClosedExposures),
+            Ordering::Relaxed,
+        );
+        self.progress
+            .pairs
+            .store(self.cp.counters.get(Counter::NewPairs), Ordering::Relaxed);
+        self.progress
+            .epochs
+            .store(self.epochs_done, Ordering::Relaxed);
 
         let Some(mark) = mark else { return Ok(()) };
         self.cp.next_epoch = epoch + 1;
@@ -605,7 +718,11 @@ impl Committer {
         self.cp.open_exposures = acc
             .snapshots
             .iter()
-            .map(|(_, s)| decode_snapshot(s).map(|(_, j)| j.open_exposures() as u64).unwrap_or(0))
+            .map(|(_, s)| {
+                decode_snapshot(s)
+                    .map(|(_, j)| j.open_exposures() as u64)
+                    .unwrap_or(0)
+            })
             .sum();
         let sync = self.sync;
         if let Some(t) = self.transitions.as_mut() {
@@ -617,7 +734,10 @@ impl Committer {
         self.dead.flush(sync)?;
         self.cp.dead_letters.len = self.dead.len;
 
-        let mut commit = Commit { meta_delete_prefixes: vec![WINDOW_PREFIX.to_vec()], ..Commit::default() };
+        let mut commit = Commit {
+            meta_delete_prefixes: vec![WINDOW_PREFIX.to_vec()],
+            ..Commit::default()
+        };
         commit.pairs = self.pending_puts.drain().collect();
         acc.snapshots.sort_by_key(|(w, _)| *w);
         for (w, s) in acc.snapshots {
@@ -645,13 +765,24 @@ impl Committer {
         if let Some(out) = self.transitions.as_mut() {
             for &(b, i) in &order {
                 let batch = &batches[b];
-                let start = if i == 0 { 0 } else { batch.ends[i - 1] as usize };
+                let start = if i == 0 {
+                    0
+                } else {
+                    batch.ends[i - 1] as usize
+                };
                 out.write(&batch.lines[start..batch.ends[i] as usize])?;
             }
         }
         if let Some(consumer) = &self.consumer {
-            let mut records: Vec<Vec<Option<Transition>>> =
-                batches.iter_mut().map(|b| std::mem::take(&mut b.records).into_iter().map(Some).collect()).collect();
+            let mut records: Vec<Vec<Option<Transition>>> = batches
+                .iter_mut()
+                .map(|b| {
+                    std::mem::take(&mut b.records)
+                        .into_iter()
+                        .map(Some)
+                        .collect()
+                })
+                .collect();
             for (b, i) in order {
                 if let Some(t) = records[b][i].take() {
                     if consumer.send(t).is_err() {

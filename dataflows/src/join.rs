@@ -52,7 +52,12 @@ impl Watermark {
             .map(|s| self.max_ts[s].unwrap_or(i64::MIN))
             .collect();
         let t = if live.is_empty() {
-            self.max_ts.iter().flatten().copied().max().unwrap_or(i64::MIN)
+            self.max_ts
+                .iter()
+                .flatten()
+                .copied()
+                .max()
+                .unwrap_or(i64::MIN)
         } else {
             live.into_iter().min().unwrap_or(i64::MIN)
         };
@@ -127,7 +132,10 @@ pub struct JoinState {
 
 impl JoinState {
     pub fn new(cfg: JoinConfig) -> Self {
-        JoinState { cfg, ..Default::default() }
+        JoinState {
+            cfg,
+            ..Default::default()
+        }
     }
 
     pub fn open_exposures(&self) -> usize {
@@ -169,11 +177,15 @@ impl JoinState {
         }
         if self.close_at(e.ts_ms) < w_prev {
             out.counters.inc(Counter::LateExposures);
-            out.rejected.push(Rejected::Exposure(Reason::LateExposure, e));
+            out.rejected
+                .push(Rejected::Exposure(Reason::LateExposure, e));
             return;
         }
         self.close_queue.push(Reverse((e.ts_ms, key.0, key.1)));
-        let mut open = Open { exposure: e, actions: Vec::new() };
+        let mut open = Open {
+            exposure: e,
+            actions: Vec::new(),
+        };
         if let Some(waiting) = self.pending.remove(&key) {
             for a in waiting {
                 Self::attribute(&self.cfg, &mut open, a, out);
@@ -192,7 +204,11 @@ impl JoinState {
             // Any exposure it could match would itself be late by now.
             out.reject_action(Reason::OrphanAction, a);
         } else {
-            self.pending_queue.push(Reverse((a.ts_ms.saturating_add(self.cfg.window_ms), key.0, key.1)));
+            self.pending_queue.push(Reverse((
+                a.ts_ms.saturating_add(self.cfg.window_ms),
+                key.0,
+                key.1,
+            )));
             self.pending.entry(key).or_default().push(a);
         }
     }
@@ -223,21 +239,31 @@ impl JoinState {
                 break;
             }
             self.close_queue.pop();
-            let Some(open) = self.open.remove(&(r, i)) else { continue };
-            let expire_at = ts.saturating_add(window).saturating_add(self.cfg.late_retention_ms);
+            let Some(open) = self.open.remove(&(r, i)) else {
+                continue;
+            };
+            let expire_at = ts
+                .saturating_add(window)
+                .saturating_add(self.cfg.late_retention_ms);
             self.tomb_queue.push(Reverse((expire_at, r, i)));
             self.tombs.insert((r, i), Tomb { expire_at });
             out.counters.inc(Counter::ClosedExposures);
-            out.interactions.push(Interaction { rewards: rewards(open.actions), exposure: open.exposure });
+            out.interactions.push(Interaction {
+                rewards: rewards(open.actions),
+                exposure: open.exposure,
+            });
         }
         while let Some(Reverse((due, r, i))) = self.pending_queue.peek().copied() {
             if !(due < w_close || drain) {
                 break;
             }
             self.pending_queue.pop();
-            let Some(list) = self.pending.get_mut(&(r, i)) else { continue };
-            let (expired, kept): (Vec<Action>, Vec<Action>) =
-                list.drain(..).partition(|a| drain || a.ts_ms.saturating_add(window) < w_close);
+            let Some(list) = self.pending.get_mut(&(r, i)) else {
+                continue;
+            };
+            let (expired, kept): (Vec<Action>, Vec<Action>) = list
+                .drain(..)
+                .partition(|a| drain || a.ts_ms.saturating_add(window) < w_close);
             *list = kept;
             if list.is_empty() {
                 self.pending.remove(&(r, i));
@@ -251,7 +277,11 @@ impl JoinState {
                 break;
             }
             self.tomb_queue.pop();
-            if self.tombs.get(&(r, i)).is_some_and(|t| t.expire_at == expire_at) {
+            if self
+                .tombs
+                .get(&(r, i))
+                .is_some_and(|t| t.expire_at == expire_at)
+            {
                 self.tombs.remove(&(r, i));
             }
         }
@@ -264,7 +294,11 @@ impl JoinState {
         pending.sort_by_key(Action::sort_key);
         let mut tombs: Vec<(Key, Tomb)> = self.tombs.iter().map(|(k, t)| (*k, *t)).collect();
         tombs.sort_by_key(|(k, _)| *k);
-        JoinSnapshot { open, pending, tombs }
+        JoinSnapshot {
+            open,
+            pending,
+            tombs,
+        }
     }
 
     /// Loads the entries of `snap` for which `keep(key)` holds.
@@ -272,14 +306,19 @@ impl JoinState {
         for o in snap.open {
             let key = o.exposure.key();
             if keep(key) {
-                self.close_queue.push(Reverse((o.exposure.ts_ms, key.0, key.1)));
+                self.close_queue
+                    .push(Reverse((o.exposure.ts_ms, key.0, key.1)));
                 self.open.insert(key, o);
             }
         }
         for a in snap.pending {
             let key = a.key();
             if keep(key) {
-                self.pending_queue.push(Reverse((a.ts_ms.saturating_add(self.cfg.window_ms), key.0, key.1)));
+                self.pending_queue.push(Reverse((
+                    a.ts_ms.saturating_add(self.cfg.window_ms),
+                    key.0,
+                    key.1,
+                )));
                 self.pending.entry(key).or_default().push(a);
             }
         }
@@ -332,7 +371,15 @@ mod tests {
     }
 
     fn act(req: u64, item: u64, ts: i64, kind: ActionKind, value: f64) -> Action {
-        Action { request_id: req, item_id: item, ts_ms: ts, kind, value, user_id: 10, origin: Origin::default() }
+        Action {
+            request_id: req,
+            item_id: item,
+            ts_ms: ts,
+            kind,
+            value,
+            user_id: 10,
+            origin: Origin::default(),
+        }
     }
 
     /// Runs epochs of (exposures, actions, watermark after the epoch), then drains.
@@ -360,7 +407,11 @@ mod tests {
 
     #[test]
     fn action_exactly_at_the_window_end_is_attributed() {
-        let out = run(vec![(vec![exp(1, 1, T0)], vec![act(1, 1, T0 + W, ActionKind::Click, 1.0)], T0 + W)]);
+        let out = run(vec![(
+            vec![exp(1, 1, T0)],
+            vec![act(1, 1, T0 + W, ActionKind::Click, 1.0)],
+            T0 + W,
+        )]);
         assert_eq!(out.interactions.len(), 1);
         assert_eq!(out.interactions[0].rewards.click, 1.0);
         assert!(out.rejected.is_empty());
@@ -368,14 +419,22 @@ mod tests {
 
     #[test]
     fn action_one_ms_after_the_window_is_out_of_window() {
-        let out = run(vec![(vec![exp(1, 1, T0)], vec![act(1, 1, T0 + W + 1, ActionKind::Click, 1.0)], T0)]);
+        let out = run(vec![(
+            vec![exp(1, 1, T0)],
+            vec![act(1, 1, T0 + W + 1, ActionKind::Click, 1.0)],
+            T0,
+        )]);
         assert_eq!(out.interactions[0].rewards.click, 0.0);
         assert_eq!(reasons(&out), vec![Reason::OutOfWindow]);
     }
 
     #[test]
     fn action_before_its_exposure_is_out_of_window() {
-        let out = run(vec![(vec![exp(1, 1, T0)], vec![act(1, 1, T0 - 1, ActionKind::Click, 1.0)], T0)]);
+        let out = run(vec![(
+            vec![exp(1, 1, T0)],
+            vec![act(1, 1, T0 - 1, ActionKind::Click, 1.0)],
+            T0,
+        )]);
         assert_eq!(out.interactions[0].rewards.click, 0.0);
         assert_eq!(reasons(&out), vec![Reason::OutOfWindow]);
     }
@@ -383,7 +442,11 @@ mod tests {
     #[test]
     fn action_arriving_before_its_exposure_waits_for_it() {
         let out = run(vec![
-            (vec![], vec![act(1, 1, T0 + 5, ActionKind::Watch, 3.5)], T0 - 1000),
+            (
+                vec![],
+                vec![act(1, 1, T0 + 5, ActionKind::Watch, 3.5)],
+                T0 - 1000,
+            ),
             (vec![exp(1, 1, T0)], vec![], T0),
         ]);
         assert_eq!(out.interactions.len(), 1);
@@ -394,13 +457,19 @@ mod tests {
     #[test]
     fn duplicated_action_counts_once() {
         let a = act(1, 1, T0 + 9, ActionKind::Watch, 28.5);
-        let out = run(vec![(vec![exp(1, 1, T0)], vec![a.clone(), a.clone()], T0), (vec![], vec![a], T0 + 10)]);
+        let out = run(vec![
+            (vec![exp(1, 1, T0)], vec![a.clone(), a.clone()], T0),
+            (vec![], vec![a], T0 + 10),
+        ]);
         assert_eq!(out.interactions[0].rewards.watch, 28.5);
         assert_eq!(out.counters.get(Counter::DuplicateActions), 2);
         // Same time, different value: not a duplicate.
         let out = run(vec![(
             vec![exp(1, 1, T0)],
-            vec![act(1, 1, T0 + 9, ActionKind::Watch, 1.0), act(1, 1, T0 + 9, ActionKind::Watch, 2.0)],
+            vec![
+                act(1, 1, T0 + 9, ActionKind::Watch, 1.0),
+                act(1, 1, T0 + 9, ActionKind::Watch, 2.0),
+            ],
             T0,
         )]);
         assert_eq!(out.interactions[0].rewards.watch, 3.0);
@@ -419,7 +488,11 @@ mod tests {
 
     #[test]
     fn orphan_action_is_counted_and_rejected() {
-        let out = run(vec![(vec![], vec![act(99, 555, T0, ActionKind::Click, 1.0)], T0 + W + 1)]);
+        let out = run(vec![(
+            vec![],
+            vec![act(99, 555, T0, ActionKind::Click, 1.0)],
+            T0 + W + 1,
+        )]);
         assert!(out.interactions.is_empty());
         assert_eq!(reasons(&out), vec![Reason::OrphanAction]);
         assert_eq!(out.counters.get(Counter::OrphanActions), 1);
@@ -429,7 +502,11 @@ mod tests {
     fn action_after_its_exposure_closed_is_late_not_merged() {
         let out = run(vec![
             (vec![exp(1, 1, T0)], vec![], T0 + W + 1),
-            (vec![], vec![act(1, 1, T0 + 10, ActionKind::Click, 1.0)], T0 + W + 2),
+            (
+                vec![],
+                vec![act(1, 1, T0 + 10, ActionKind::Click, 1.0)],
+                T0 + W + 2,
+            ),
         ]);
         assert_eq!(out.interactions.len(), 1);
         assert_eq!(out.interactions[0].rewards.click, 0.0);
@@ -439,7 +516,10 @@ mod tests {
 
     #[test]
     fn exposure_arriving_after_its_window_is_late() {
-        let out = run(vec![(vec![], vec![], T0 + W + 1), (vec![exp(1, 1, T0)], vec![], T0 + W + 2)]);
+        let out = run(vec![
+            (vec![], vec![], T0 + W + 1),
+            (vec![exp(1, 1, T0)], vec![], T0 + W + 2),
+        ]);
         assert!(out.interactions.is_empty());
         assert_eq!(reasons(&out), vec![Reason::LateExposure]);
     }
@@ -448,7 +528,10 @@ mod tests {
     fn watch_of_zero_seconds_gives_zero_watch_reward() {
         let out = run(vec![(
             vec![exp(1, 1, T0)],
-            vec![act(1, 1, T0 + 1, ActionKind::Watch, 0.0), act(1, 1, T0 + 2, ActionKind::Click, 1.0)],
+            vec![
+                act(1, 1, T0 + 1, ActionKind::Watch, 0.0),
+                act(1, 1, T0 + 2, ActionKind::Click, 1.0),
+            ],
             T0,
         )]);
         let r = out.interactions[0].rewards;
@@ -462,7 +545,10 @@ mod tests {
         let mut out = JoinOutput::default();
         j.process_epoch(i64::MIN, vec![exp(1, 1, T0)], vec![], &mut out);
         j.advance(T0 + W, false, &mut out);
-        assert!(out.interactions.is_empty(), "closed at watermark == ts + window");
+        assert!(
+            out.interactions.is_empty(),
+            "closed at watermark == ts + window"
+        );
         j.advance(T0 + W + 1, false, &mut out);
         assert_eq!(out.interactions.len(), 1);
     }
@@ -479,9 +565,21 @@ mod tests {
     #[test]
     fn snapshot_restore_continues_identically() {
         let epochs = vec![
-            (vec![exp(1, 1, T0), exp(2, 1, T0 + 100)], vec![act(3, 3, T0 + 50, ActionKind::Click, 1.0)], T0 + 10),
-            (vec![exp(3, 3, T0 + 40)], vec![act(1, 1, T0 + 60, ActionKind::Gift, 2.5)], T0 + W + 60),
-            (vec![], vec![act(1, 1, T0 + 70, ActionKind::Click, 1.0)], T0 + 2 * W),
+            (
+                vec![exp(1, 1, T0), exp(2, 1, T0 + 100)],
+                vec![act(3, 3, T0 + 50, ActionKind::Click, 1.0)],
+                T0 + 10,
+            ),
+            (
+                vec![exp(3, 3, T0 + 40)],
+                vec![act(1, 1, T0 + 60, ActionKind::Gift, 2.5)],
+                T0 + W + 60,
+            ),
+            (
+                vec![],
+                vec![act(1, 1, T0 + 70, ActionKind::Click, 1.0)],
+                T0 + 2 * W,
+            ),
         ];
         let whole = run(epochs.clone());
         let cfg = JoinConfig::default();
@@ -490,7 +588,8 @@ mod tests {
         let (e0, a0, w0) = epochs[0].clone();
         j.process_epoch(i64::MIN, e0, a0, &mut out);
         j.advance(w0, false, &mut out);
-        let snap = bincode::serde::encode_to_vec(j.snapshot(), bincode::config::standard()).unwrap();
+        let snap =
+            bincode::serde::encode_to_vec(j.snapshot(), bincode::config::standard()).unwrap();
         let (snap, _): (JoinSnapshot, _) =
             bincode::serde::decode_from_slice(&snap, bincode::config::standard()).unwrap();
         let mut j2 = JoinState::new(cfg);
@@ -515,6 +614,10 @@ mod tests {
         w.observe(Source::Actions, Some(500), false);
         assert_eq!(w.current(10), 490);
         w.observe(Source::Actions, None, true);
-        assert_eq!(w.current(10), 990, "an exhausted source no longer holds it back");
+        assert_eq!(
+            w.current(10),
+            990,
+            "an exhausted source no longer holds it back"
+        );
     }
 }

@@ -132,7 +132,11 @@ impl Counters {
     }
     /// Rejected input lines (parse and validation), all reasons.
     pub fn rejected_lines(&self) -> u64 {
-        Reason::ALL.iter().take(9).map(|r| self.get(r.counter())).sum()
+        Reason::ALL
+            .iter()
+            .take(9)
+            .map(|r| self.get(r.counter()))
+            .sum()
     }
     pub fn iter(&self) -> impl Iterator<Item = (Counter, u64)> + '_ {
         Counter::ALL.iter().map(|c| (*c, self.get(*c)))

@@ -84,7 +84,11 @@ impl<S: PairSource> PairShard<S> {
 
     /// Applies the interactions closed in `epoch` (any order; they are sorted
     /// here into the contract's order) and returns the transitions.
-    pub fn apply_epoch(&mut self, epoch: u64, mut batch: Vec<Interaction>) -> Result<EpochApplied, StateError> {
+    pub fn apply_epoch(
+        &mut self,
+        epoch: u64,
+        mut batch: Vec<Interaction>,
+    ) -> Result<EpochApplied, StateError> {
         let mut out = EpochApplied::default();
         if batch.is_empty() {
             return Ok(out);
@@ -97,7 +101,10 @@ impl<S: PairSource> PairShard<S> {
             let e = it.exposure;
             let key = PairKey::new(e.user_id, e.author_id);
             let Some(entry) = self.hot.get_mut(&key) else {
-                return Err(StateError::Corrupt(format!("pair ({}, {}) was not loaded", key.user_id, key.author_id)));
+                return Err(StateError::Corrupt(format!(
+                    "pair ({}, {}) was not loaded",
+                    key.user_id, key.author_id
+                )));
             };
             let state = entry.counters.counts;
             entry.counters.apply(e.ts_ms, &it.rewards);
@@ -119,7 +126,8 @@ impl<S: PairSource> PairShard<S> {
             });
         }
         self.hot_newest = self.hot_newest.max(epoch);
-        out.counters.add(Counter::Transitions, out.transitions.len() as u64);
+        out.counters
+            .add(Counter::Transitions, out.transitions.len() as u64);
         out.puts.reserve(changed.len());
         for key in changed {
             if let Some(entry) = self.hot.get(&key) {
@@ -159,7 +167,13 @@ impl<S: PairSource> PairShard<S> {
             if value.is_none() {
                 counters.inc(Counter::NewPairs);
             }
-            self.hot.insert(key, Entry { counters: value.unwrap_or_default(), modified: 0 });
+            self.hot.insert(
+                key,
+                Entry {
+                    counters: value.unwrap_or_default(),
+                    modified: 0,
+                },
+            );
         }
         Ok(())
     }
@@ -195,7 +209,12 @@ mod tests {
                 item_feats: vec![],
                 origin: Origin::default(),
             },
-            rewards: Rewards { click, watch: click * 3.0, follow: 0.0, gift: 0.0 },
+            rewards: Rewards {
+                click,
+                watch: click * 3.0,
+                follow: 0.0,
+                gift: 0.0,
+            },
         }
     }
 
@@ -203,13 +222,29 @@ mod tests {
     fn a_pairs_interactions_apply_in_time_order_whatever_the_input_order() {
         let durable = Arc::new(AtomicU64::new(0));
         let mut shard = PairShard::new(Arc::new(NoPairs), 100, durable);
-        let out = shard.apply_epoch(1, vec![it(1, 2, 300, 3, 0.0), it(1, 2, 100, 1, 1.0), it(1, 2, 200, 2, 1.0)]).unwrap();
-        let states: Vec<(u64, u64)> = out.transitions.iter().map(|t| (t.state.exposures, t.state.clicks)).collect();
+        let out = shard
+            .apply_epoch(
+                1,
+                vec![
+                    it(1, 2, 300, 3, 0.0),
+                    it(1, 2, 100, 1, 1.0),
+                    it(1, 2, 200, 2, 1.0),
+                ],
+            )
+            .unwrap();
+        let states: Vec<(u64, u64)> = out
+            .transitions
+            .iter()
+            .map(|t| (t.state.exposures, t.state.clicks))
+            .collect();
         assert_eq!(states, vec![(0, 0), (1, 1), (2, 2)]);
         assert_eq!(out.transitions[2].next_state.clicks, 2);
         assert_eq!(out.puts.len(), 1);
         let c = PairCounters::decode(&out.puts[0].1).unwrap();
-        assert_eq!((c.first_ts_ms, c.last_ts_ms, c.watch_sec_total), (100, 300, 6.0));
+        assert_eq!(
+            (c.first_ts_ms, c.last_ts_ms, c.watch_sec_total),
+            (100, 300, 6.0)
+        );
         assert_eq!(out.counters.get(Counter::NewPairs), 1);
     }
 
@@ -229,16 +264,25 @@ mod tests {
         let src = Arc::new(Counting(Default::default(), AtomicU64::new(0)));
         let mut shard = PairShard::new(src.clone(), 4, durable.clone());
         for (epoch, user) in (1..=6).zip(10..) {
-            shard.apply_epoch(epoch, vec![it(user, 1, epoch as i64, epoch, 1.0)]).unwrap();
+            shard
+                .apply_epoch(epoch, vec![it(user, 1, epoch as i64, epoch, 1.0)])
+                .unwrap();
         }
         // Nothing durable yet: nothing may be dropped.
         assert_eq!(shard.cached(), 6);
         let again = shard.apply_epoch(7, vec![it(10, 1, 7, 7, 1.0)]).unwrap();
-        assert_eq!(again.transitions[0].state.exposures, 1, "value came from the cache, not the empty source");
+        assert_eq!(
+            again.transitions[0].state.exposures, 1,
+            "value came from the cache, not the empty source"
+        );
         durable.store(9, Ordering::SeqCst);
         shard.apply_epoch(8, vec![it(99, 1, 8, 8, 1.0)]).unwrap();
         shard.apply_epoch(9, vec![it(98, 1, 9, 9, 1.0)]).unwrap();
         shard.apply_epoch(10, vec![it(97, 1, 10, 10, 1.0)]).unwrap();
-        assert!(shard.cached() < 9, "cache did not shrink: {}", shard.cached());
+        assert!(
+            shard.cached() < 9,
+            "cache did not shrink: {}",
+            shard.cached()
+        );
     }
 }

@@ -47,8 +47,13 @@ fn reference(exps: &[Exp], acts: &[Act]) -> (Vec<serde_json::Value>, Vec<serde_j
     for (key, e) in &by_key {
         let mut seen: Vec<(i64, usize, u64)> = Vec::new();
         for a in acts {
-            if (a.req, a.item) == *key && a.user == e.user && e.ts <= a.ts && a.ts <= e.ts + WINDOW {
-                let id = (a.ts, KINDS.iter().position(|k| *k == a.kind).unwrap(), a.value.to_bits());
+            if (a.req, a.item) == *key && a.user == e.user && e.ts <= a.ts && a.ts <= e.ts + WINDOW
+            {
+                let id = (
+                    a.ts,
+                    KINDS.iter().position(|k| *k == a.kind).unwrap(),
+                    a.value.to_bits(),
+                );
                 if !seen.contains(&id) {
                     seen.push(id);
                 }
@@ -71,11 +76,11 @@ fn reference(exps: &[Exp], acts: &[Act]) -> (Vec<serde_json::Value>, Vec<serde_j
     labeled.sort_by_key(|(e, _)| (e.user, e.author, e.ts, e.req, e.item));
     let mut pairs: BTreeMap<(u64, u64), ([u64; 5], f64, f64, i64, i64)> = BTreeMap::new();
     let mut transitions = Vec::new();
-    let counts = |c: &[u64; 5]| {
-        serde_json::json!({"exposures": c[0], "clicks": c[1], "watches": c[2], "follows": c[3], "gifts": c[4]})
-    };
+    let counts = |c: &[u64; 5]| serde_json::json!({"exposures": c[0], "clicks": c[1], "watches": c[2], "follows": c[3], "gifts": c[4]});
     for (e, r) in labeled {
-        let p = pairs.entry((e.user, e.author)).or_insert(([0; 5], 0.0, 0.0, e.ts, e.ts));
+        let p = pairs
+            .entry((e.user, e.author))
+            .or_insert(([0; 5], 0.0, 0.0, e.ts, e.ts));
         let before = p.0;
         p.0[0] += 1;
         for i in 0..4 {
@@ -143,7 +148,8 @@ fn normalize(v: serde_json::Value) -> serde_json::Value {
 /// contract's order. Compare them in (user, author, ts, request, item) order.
 fn sorted(mut v: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
     let key = |t: &serde_json::Value| {
-        ["user_id", "author_id", "ts_ms", "request_id", "item_id"].map(|k| t[k].as_f64().unwrap_or(0.0) as i64)
+        ["user_id", "author_id", "ts_ms", "request_id", "item_id"]
+            .map(|k| t[k].as_f64().unwrap_or(0.0) as i64)
     };
     v.sort_by_key(key);
     v
@@ -157,14 +163,35 @@ fn to_values(bytes: &[u8]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn replay(dir: &Path, workers: usize, chunk_lines: usize) -> (Vec<serde_json::Value>, Vec<serde_json::Value>, Vec<u8>) {
+fn replay(
+    dir: &Path,
+    workers: usize,
+    chunk_lines: usize,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>, Vec<u8>) {
     let state = dir.join(format!("state-{workers}"));
     let tpath = dir.join(format!("t-{workers}.jsonl"));
-    let mut req = ReplayRequest::new(vec![dir.join("e.jsonl")], vec![dir.join("a.jsonl")], state.clone());
+    let mut req = ReplayRequest::new(
+        vec![dir.join("e.jsonl")],
+        vec![dir.join("a.jsonl")],
+        state.clone(),
+    );
     req.transitions = Some(tpath.clone());
-    req.join = JoinConfig { window_ms: WINDOW, allowed_lateness_ms: LATENESS, late_retention_ms: WINDOW };
-    req.replay = ReplayConfig { workers, chunk_lines, commit_interval_ms: 0, ..ReplayConfig::default() };
-    req.store = StoreOptions { sync_commits: false, block_cache_mb: 8, ..StoreOptions::default() };
+    req.join = JoinConfig {
+        window_ms: WINDOW,
+        allowed_lateness_ms: LATENESS,
+        late_retention_ms: WINDOW,
+    };
+    req.replay = ReplayConfig {
+        workers,
+        chunk_lines,
+        commit_interval_ms: 0,
+        ..ReplayConfig::default()
+    };
+    req.store = StoreOptions {
+        sync_commits: false,
+        block_cache_mb: 8,
+        ..StoreOptions::default()
+    };
     run_replay(req).unwrap();
     let bytes = std::fs::read(&tpath).unwrap();
     let store = Store::open_read_only(&state).unwrap();
@@ -177,46 +204,77 @@ fn replay(dir: &Path, workers: usize, chunk_lines: usize) -> (Vec<serde_json::Va
 }
 
 fn events() -> impl Strategy<Value = (Vec<Exp>, Vec<Act>, Vec<i64>, Vec<i64>)> {
-    let exp = (0u64..12, 0u64..3, 0u64..3, 0u64..3, 0i64..5_000, proptest::collection::vec(0u32..4, 0..3));
+    let exp = (
+        0u64..12,
+        0u64..3,
+        0u64..3,
+        0u64..3,
+        0i64..5_000,
+        proptest::collection::vec(0u32..4, 0..3),
+    );
     proptest::collection::vec(exp, 1..25).prop_flat_map(|raw| {
         // One exposure per (request, item): fields derive from the key, so
         // repeats of a key are exact duplicates (the contract's duplicates).
         let exps: Vec<Exp> = raw
             .iter()
             .map(|(req, item, _, _, _, _)| {
-                let (_, _, user, author, ts, feats) =
-                    raw.iter().find(|r| r.0 == *req && r.1 == *item).cloned().unwrap();
-                Exp { req: *req, item: *item, user, author, ts: 1_000_000 + ts, feats }
+                let (_, _, user, author, ts, feats) = raw
+                    .iter()
+                    .find(|r| r.0 == *req && r.1 == *item)
+                    .cloned()
+                    .unwrap();
+                Exp {
+                    req: *req,
+                    item: *item,
+                    user,
+                    author,
+                    ts: 1_000_000 + ts,
+                    feats,
+                }
             })
             .collect();
         let n = exps.len();
         let act = (0..n + 2, 0usize..4, -100i64..1_300, 0u32..6, any::<bool>());
-        (Just(exps), proptest::collection::vec(act, 0..40))
-            .prop_flat_map(|(exps, raw_acts)| {
-                let acts: Vec<Act> = raw_acts
-                    .iter()
-                    .map(|(i, k, dt, v, wrong_user)| match exps.get(*i) {
-                        Some(e) => Act {
-                            req: e.req,
-                            item: e.item,
-                            user: if *wrong_user && *v == 0 { e.user + 7 } else { e.user },
-                            ts: e.ts + dt,
-                            kind: KINDS[*k],
-                            value: if *k == 3 { 0.5 + f64::from(*v) } else { f64::from(*v) * 0.1 },
+        (Just(exps), proptest::collection::vec(act, 0..40)).prop_flat_map(|(exps, raw_acts)| {
+            let acts: Vec<Act> = raw_acts
+                .iter()
+                .map(|(i, k, dt, v, wrong_user)| match exps.get(*i) {
+                    Some(e) => Act {
+                        req: e.req,
+                        item: e.item,
+                        user: if *wrong_user && *v == 0 {
+                            e.user + 7
+                        } else {
+                            e.user
                         },
-                        // An orphan.
-                        None => Act { req: 900 + *i as u64, item: 1, user: 1, ts: 1_000_000 + dt, kind: "click", value: 1.0 },
-                    })
-                    .collect();
-                let ne = exps.len();
-                let na = acts.len();
-                (
-                    Just(exps),
-                    Just(acts.clone()),
-                    proptest::collection::vec(0i64..LATENESS, ne),
-                    proptest::collection::vec(0i64..LATENESS, na),
-                )
-            })
+                        ts: e.ts + dt,
+                        kind: KINDS[*k],
+                        value: if *k == 3 {
+                            0.5 + f64::from(*v)
+                        } else {
+                            f64::from(*v) * 0.1
+                        },
+                    },
+                    // An orphan.
+                    None => Act {
+                        req: 900 + *i as u64,
+                        item: 1,
+                        user: 1,
+                        ts: 1_000_000 + dt,
+                        kind: "click",
+                        value: 1.0,
+                    },
+                })
+                .collect();
+            let ne = exps.len();
+            let na = acts.len();
+            (
+                Just(exps),
+                Just(acts.clone()),
+                proptest::collection::vec(0i64..LATENESS, ne),
+                proptest::collection::vec(0i64..LATENESS, na),
+            )
+        })
     })
 }
 

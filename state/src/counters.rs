@@ -5,7 +5,19 @@ use crate::StateError;
 
 /// The pair key: (user_id, author_id). Encoded big-endian so that RocksDB's
 /// byte order is the contract's dump order and a user's pairs are one prefix.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Copy,
+    Clone,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
 pub struct PairKey {
     pub user_id: u64,
     pub author_id: u64,
@@ -251,7 +263,9 @@ impl Reader<'_> {
                 b.copy_from_slice(raw);
                 Ok(f64::from_bits(u64::from_le_bytes(b)))
             }
-            other => Err(StateError::Corrupt(format!("unknown total encoding {other}"))),
+            other => Err(StateError::Corrupt(format!(
+                "unknown total encoding {other}"
+            ))),
         }
     }
 }
@@ -272,7 +286,15 @@ mod tests {
     #[test]
     fn typical_value_is_small() {
         let mut c = PairCounters::default();
-        c.apply(1_700_000_000_000, &Rewards { click: 1.0, watch: 28.5, follow: 0.0, gift: 0.0 });
+        c.apply(
+            1_700_000_000_000,
+            &Rewards {
+                click: 1.0,
+                watch: 28.5,
+                follow: 0.0,
+                gift: 0.0,
+            },
+        );
         c.apply(1_700_000_600_000, &Rewards::default());
         let bytes = c.to_bytes();
         assert!(bytes.len() <= 20, "{} bytes", bytes.len());
@@ -282,10 +304,21 @@ mod tests {
     #[test]
     fn truncated_value_is_an_error_not_a_panic() {
         let mut c = PairCounters::default();
-        c.apply(5, &Rewards { click: 1.0, watch: 0.1 + 0.2, follow: 1.0, gift: 3.0 });
+        c.apply(
+            5,
+            &Rewards {
+                click: 1.0,
+                watch: 0.1 + 0.2,
+                follow: 1.0,
+                gift: 3.0,
+            },
+        );
         let bytes = c.to_bytes();
         for n in 0..bytes.len() {
-            assert!(PairCounters::decode(&bytes[..n]).is_err(), "prefix of {n} bytes decoded");
+            assert!(
+                PairCounters::decode(&bytes[..n]).is_err(),
+                "prefix of {n} bytes decoded"
+            );
         }
     }
 

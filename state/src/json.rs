@@ -75,7 +75,13 @@ pub const PAIR_CSV_HEADER: &str = "user_id,author_id,exposures,clicks,watches,fo
 
 /// One pair dump line in CSV, in the column order of [`PAIR_CSV_HEADER`].
 pub fn write_pair_csv(out: &mut Vec<u8>, k: &PairKey, c: &PairCounters) {
-    let ints = [k.user_id, k.author_id, c.counts.exposures, c.counts.clicks, c.counts.watches];
+    let ints = [
+        k.user_id,
+        k.author_id,
+        c.counts.exposures,
+        c.counts.clicks,
+        c.counts.watches,
+    ];
     for v in ints {
         write_u64(out, v);
         out.push(b',');
@@ -102,11 +108,35 @@ mod tests {
     #[test]
     fn pair_line_matches_the_contract_example() {
         let mut c = PairCounters::default();
-        c.apply(1699990000000, &Rewards { click: 1.0, watch: 10.0, follow: 0.0, gift: 0.0 });
-        c.apply(1699995000000, &Rewards { click: 1.0, watch: 18.0, follow: 0.0, gift: 0.0 });
+        c.apply(
+            1699990000000,
+            &Rewards {
+                click: 1.0,
+                watch: 10.0,
+                follow: 0.0,
+                gift: 0.0,
+            },
+        );
+        c.apply(
+            1699995000000,
+            &Rewards {
+                click: 1.0,
+                watch: 18.0,
+                follow: 0.0,
+                gift: 0.0,
+            },
+        );
         c.apply(1699996000000, &Rewards::default());
         c.apply(1699997000000, &Rewards::default());
-        c.apply(1700000000000, &Rewards { click: 1.0, watch: 12.5, follow: 0.0, gift: 0.0 });
+        c.apply(
+            1700000000000,
+            &Rewards {
+                click: 1.0,
+                watch: 12.5,
+                follow: 0.0,
+                gift: 0.0,
+            },
+        );
         let mut out = Vec::new();
         write_pair_jsonl(&mut out, &PairKey::new(1, 3), &c);
         assert_eq!(
@@ -122,7 +152,12 @@ mod tests {
             let mut out = Vec::new();
             write_f64(&mut out, v);
             let back: f64 = serde_json::from_slice(&out).unwrap();
-            assert_eq!(back.to_bits(), v.to_bits(), "{}", String::from_utf8_lossy(&out));
+            assert_eq!(
+                back.to_bits(),
+                v.to_bits(),
+                "{}",
+                String::from_utf8_lossy(&out)
+            );
         }
     }
 }

@@ -64,9 +64,13 @@ impl Store {
     pub fn open(path: &Path, opts: &StoreOptions) -> Result<Store, StateError> {
         let (db_opts, cfs) = options(opts)?;
         std::fs::create_dir_all(path).map_err(|e| StateError::Io(path.to_path_buf(), e))?;
-        let db = DB::open_cf_descriptors(&db_opts, path, cfs)
-            .map_err(|e| StateError::open(path, e))?;
-        Ok(Store { db, path: path.to_path_buf(), sync: opts.sync_commits })
+        let db =
+            DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|e| StateError::open(path, e))?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            sync: opts.sync_commits,
+        })
     }
 
     /// Opens an existing store read-only; works while a replay writes to it.
@@ -77,7 +81,11 @@ impl Store {
         let (db_opts, cfs) = options(&StoreOptions::default())?;
         let db = DB::open_cf_descriptors_read_only(&db_opts, path, cfs, false)
             .map_err(|e| StateError::open(path, e))?;
-        Ok(Store { db, path: path.to_path_buf(), sync: false })
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            sync: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -96,7 +104,12 @@ impl Store {
         let encoded: Vec<[u8; 16]> = keys.iter().map(PairKey::encode).collect();
         let sorted = encoded.windows(2).all(|w| w[0] <= w[1]);
         let mut out = Vec::with_capacity(keys.len());
-        for (res, key) in self.db.batched_multi_get_cf(cf, &encoded, sorted).into_iter().zip(keys) {
+        for (res, key) in self
+            .db
+            .batched_multi_get_cf(cf, &encoded, sorted)
+            .into_iter()
+            .zip(keys)
+        {
             match res.map_err(StateError::Db)? {
                 None => out.push(None),
                 Some(v) => out.push(Some(PairCounters::decode(&v).map_err(|e| e.at(*key))?)),
@@ -118,7 +131,10 @@ impl Store {
     pub fn meta_with_prefix(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
         let cf = self.cf(CF_META)?;
         let mut out = Vec::new();
-        for item in self.db.iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward)) {
+        for item in self
+            .db
+            .iterator_cf(cf, IteratorMode::From(prefix, Direction::Forward))
+        {
             let (k, v) = item.map_err(StateError::Db)?;
             if !k.starts_with(prefix) {
                 break;
@@ -165,7 +181,9 @@ impl Store {
                 ro.set_iterate_upper_bound(PairKey::new(next, 0).encode().to_vec());
             }
         }
-        let iter = self.db.iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward));
+        let iter = self
+            .db
+            .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward));
         Ok(iter.map(|item| {
             let (k, v) = item.map_err(StateError::Db)?;
             let key = PairKey::decode(&k)?;
@@ -238,7 +256,10 @@ fn options(opts: &StoreOptions) -> Result<(Options, Vec<ColumnFamilyDescriptor>)
     db.set_keep_log_file_num(3);
     Ok((
         db,
-        vec![ColumnFamilyDescriptor::new(CF_PAIRS, pairs), ColumnFamilyDescriptor::new(CF_META, meta)],
+        vec![
+            ColumnFamilyDescriptor::new(CF_PAIRS, pairs),
+            ColumnFamilyDescriptor::new(CF_META, meta),
+        ],
     ))
 }
 
@@ -250,7 +271,15 @@ mod tests {
     fn counters(n: u64) -> PairCounters {
         let mut c = PairCounters::default();
         for i in 0..n {
-            c.apply(1000 + i as i64, &Rewards { click: 1.0, watch: 2.5, follow: 0.0, gift: 0.0 });
+            c.apply(
+                1000 + i as i64,
+                &Rewards {
+                    click: 1.0,
+                    watch: 2.5,
+                    follow: 0.0,
+                    gift: 0.0,
+                },
+            );
         }
         c
     }
@@ -259,7 +288,12 @@ mod tests {
     fn commit_then_read_back_and_scan_a_user_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
-        let keys = [PairKey::new(2, 9), PairKey::new(1, 5), PairKey::new(2, 1), PairKey::new(3, 0)];
+        let keys = [
+            PairKey::new(2, 9),
+            PairKey::new(1, 5),
+            PairKey::new(2, 1),
+            PairKey::new(3, 0),
+        ];
         let mut commit = Commit::default();
         for (i, k) in keys.iter().enumerate() {
             commit.pairs.push((*k, counters(i as u64 + 1).to_bytes()));
@@ -267,13 +301,23 @@ mod tests {
         commit.meta_puts.push((b"job/x".to_vec(), b"1".to_vec()));
         store.commit(commit).unwrap();
 
-        let got = store.get_pairs(&[PairKey::new(2, 1), PairKey::new(7, 7)]).unwrap();
+        let got = store
+            .get_pairs(&[PairKey::new(2, 1), PairKey::new(7, 7)])
+            .unwrap();
         assert_eq!(got[0], Some(counters(3)));
         assert_eq!(got[1], None);
 
-        let user2: Vec<_> = store.scan_pairs(Some(2)).unwrap().map(|r| r.unwrap().0).collect();
+        let user2: Vec<_> = store
+            .scan_pairs(Some(2))
+            .unwrap()
+            .map(|r| r.unwrap().0)
+            .collect();
         assert_eq!(user2, vec![PairKey::new(2, 1), PairKey::new(2, 9)]);
-        let all: Vec<_> = store.scan_pairs(None).unwrap().map(|r| r.unwrap().0).collect();
+        let all: Vec<_> = store
+            .scan_pairs(None)
+            .unwrap()
+            .map(|r| r.unwrap().0)
+            .collect();
         let mut sorted = keys.to_vec();
         sorted.sort();
         assert_eq!(all, sorted);
@@ -289,8 +333,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
         let mut commit = Commit::default();
-        commit.pairs.push((PairKey::new(u64::MAX, 1), counters(1).to_bytes()));
-        commit.pairs.push((PairKey::new(u64::MAX - 1, 1), counters(1).to_bytes()));
+        commit
+            .pairs
+            .push((PairKey::new(u64::MAX, 1), counters(1).to_bytes()));
+        commit
+            .pairs
+            .push((PairKey::new(u64::MAX - 1, 1), counters(1).to_bytes()));
         store.commit(commit).unwrap();
         let n = store.scan_pairs(Some(u64::MAX)).unwrap().count();
         assert_eq!(n, 1);
@@ -299,7 +347,9 @@ mod tests {
     #[test]
     fn opening_a_missing_directory_read_only_names_it() {
         let dir = tempfile::tempdir().unwrap();
-        let err = Store::open_read_only(&dir.path().join("nope")).err().unwrap();
+        let err = Store::open_read_only(&dir.path().join("nope"))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("nope"), "{err}");
     }
 }

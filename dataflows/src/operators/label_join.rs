@@ -22,7 +22,8 @@ pub struct JoinStart {
 
 /// Encodes a worker's window and the watermark for a commit.
 pub fn encode_snapshot(wm: &Watermark, snap: &JoinSnapshot) -> Result<Vec<u8>, String> {
-    bincode::serde::encode_to_vec((wm, snap), bincode::config::standard()).map_err(|e| e.to_string())
+    bincode::serde::encode_to_vec((wm, snap), bincode::config::standard())
+        .map_err(|e| e.to_string())
 }
 
 pub fn decode_snapshot(bytes: &[u8]) -> Result<(Watermark, JoinSnapshot), String> {
@@ -33,13 +34,23 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<(Watermark, JoinSnapshot), String
 
 pub trait LabelJoin<'scope> {
     /// Joins exposures and actions routed by `(request_id, item_id)`.
-    fn label_join(self, cfg: JoinConfig, drain_at_end: bool, start: JoinStart, abort: AbortHandle)
-        -> Stream<'scope, u64, Vec<Joined>>;
+    fn label_join(
+        self,
+        cfg: JoinConfig,
+        drain_at_end: bool,
+        start: JoinStart,
+        abort: AbortHandle,
+    ) -> Stream<'scope, u64, Vec<Joined>>;
 }
 
 impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Parsed>> {
-    fn label_join(self, cfg: JoinConfig, drain_at_end: bool, start: JoinStart, abort: AbortHandle)
-        -> Stream<'scope, u64, Vec<Joined>> {
+    fn label_join(
+        self,
+        cfg: JoinConfig,
+        drain_at_end: bool,
+        start: JoinStart,
+        abort: AbortHandle,
+    ) -> Stream<'scope, u64, Vec<Joined>> {
         let me = self.scope().index() as u64;
         let peers = self.scope().peers() as u64;
         let route = move |p: &Parsed| match p {
@@ -100,7 +111,9 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Parsed>> {
                     }
                     if meta.commit {
                         match encode_snapshot(&wm, &join.snapshot()) {
-                            Ok(bytes) => session.give(Joined::Side(Side::Snapshot(me as u32, bytes))),
+                            Ok(bytes) => {
+                                session.give(Joined::Side(Side::Snapshot(me as u32, bytes)))
+                            }
                             Err(e) => abort.raise(format!("encoding the window snapshot: {e}")),
                         }
                     }

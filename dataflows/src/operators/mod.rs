@@ -16,10 +16,10 @@ mod parse;
 mod sink;
 
 pub use label_join::LabelJoin;
-pub use pair_state::PairState;
-pub use parse::ParseChunks;
 pub use label_join::{decode_snapshot, encode_snapshot, JoinStart};
+pub use pair_state::PairState;
 pub use pair_state::TransitionOutputs;
+pub use parse::{parse_chunk, ParseChunks};
 pub use sink::{InputMark, Report, ReportSink};
 
 use std::collections::BTreeMap;
@@ -131,20 +131,31 @@ pub(crate) struct Stash<D> {
 
 impl<D> Stash<D> {
     pub(crate) fn new() -> Self {
-        Stash { map: BTreeMap::new() }
+        Stash {
+            map: BTreeMap::new(),
+        }
     }
 
-    pub(crate) fn absorb<P: Pull<Message<u64, Vec<D>>>>(&mut self, input: &mut InputHandleCore<u64, Vec<D>, P>) {
+    pub(crate) fn absorb<P: Pull<Message<u64, Vec<D>>>>(
+        &mut self,
+        input: &mut InputHandleCore<u64, Vec<D>, P>,
+    ) {
         input.for_each(|cap, data| {
             if let Some(t) = cap.least().copied() {
-                let entry = self.map.entry(t).or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
+                let entry = self
+                    .map
+                    .entry(t)
+                    .or_insert_with(|| (cap.delayed(&t, 0), Vec::new()));
                 entry.1.append(data);
             }
         });
     }
 
     /// Epochs the frontier has passed, in order.
-    pub(crate) fn ready(&mut self, frontier: &MutableAntichain<u64>) -> Vec<(Capability<u64>, Vec<D>)> {
+    pub(crate) fn ready(
+        &mut self,
+        frontier: &MutableAntichain<u64>,
+    ) -> Vec<(Capability<u64>, Vec<D>)> {
         let mut out = Vec::new();
         while let Some((&t, _)) = self.map.first_key_value() {
             if frontier.frontier().less_equal(&t) {

@@ -80,14 +80,25 @@ impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
     }
 }
 
-fn batch_of(transitions: Vec<crate::event::Transition>, outputs: TransitionOutputs) -> TransitionBatch {
-    let mut b = TransitionBatch { keys: Vec::with_capacity(transitions.len()), ..Default::default() };
+fn batch_of(
+    transitions: Vec<crate::event::Transition>,
+    outputs: TransitionOutputs,
+) -> TransitionBatch {
+    let mut b = TransitionBatch {
+        keys: Vec::with_capacity(transitions.len()),
+        ..Default::default()
+    };
     if outputs.lines {
         b.lines.reserve(transitions.len() * 260);
         b.ends.reserve(transitions.len());
     }
     for t in &transitions {
-        b.keys.push((rliv_state::PairKey::new(t.user_id, t.author_id), t.ts_ms, t.request_id, t.item_id));
+        b.keys.push((
+            rliv_state::PairKey::new(t.user_id, t.author_id),
+            t.ts_ms,
+            t.request_id,
+            t.item_id,
+        ));
         if outputs.lines {
             t.write_jsonl(&mut b.lines);
             b.ends.push(b.lines.len() as u32);

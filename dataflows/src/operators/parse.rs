@@ -15,7 +15,7 @@ pub trait ParseChunks<'scope> {
     ///
     /// # Examples
     /// ```
-    /// use timely::dataflow::operators::{ToStream, Capture, capture::Extract};
+    /// use timely::dataflow::operators::{ToStream, Capture, capture::Event};
     /// use rliv_dataflows::input::Chunk;
     /// use rliv_dataflows::event::Source;
     /// use rliv_dataflows::operators::{ParseChunks, Parsed};
@@ -29,7 +29,10 @@ pub trait ParseChunks<'scope> {
     ///     };
     ///     vec![chunk].to_stream(scope).container::<Vec<_>>().parse_chunks().capture()
     /// });
-    /// let records: Vec<Parsed> = out.extract().into_iter().flat_map(|(_, v)| v).collect();
+    /// let records: Vec<Parsed> = out
+    ///     .try_iter()
+    ///     .flat_map(|e| match e { Event::Messages(_, v) => v, _ => Vec::new() })
+    ///     .collect();
     /// assert!(records.iter().any(|p| matches!(p, Parsed::Action(a) if a.ts_ms == 4)));
     /// ```
     fn parse_chunks(self) -> Stream<'scope, u64, Vec<Parsed>>;
@@ -38,21 +41,28 @@ pub trait ParseChunks<'scope> {
 impl<'scope> ParseChunks<'scope> for Stream<'scope, u64, Vec<Chunk>> {
     fn parse_chunks(self) -> Stream<'scope, u64, Vec<Parsed>> {
         let peers = self.scope().peers() as u32;
-        self.unary(Exchange::new(|c: &Chunk| c.epoch), "Parse", move |_cap, _info| {
-            move |input, output| {
-                input.for_each(|cap, data| {
-                    let mut session = output.session(&cap);
-                    for chunk in data.drain(..) {
-                        let mut records = Vec::new();
-                        let meta = parse_chunk(&chunk, &mut records);
-                        session.give_iterator(records.into_iter());
-                        for target in 0..peers {
-                            session.give(Parsed::Meta(Meta { target, ..meta.clone() }));
+        self.unary(
+            Exchange::new(|c: &Chunk| c.epoch),
+            "Parse",
+            move |_cap, _info| {
+                move |input, output| {
+                    input.for_each(|cap, data| {
+                        let mut session = output.session(&cap);
+                        for chunk in data.drain(..) {
+                            let mut records = Vec::new();
+                            let meta = parse_chunk(&chunk, &mut records);
+                            session.give_iterator(records.into_iter());
+                            for target in 0..peers {
+                                session.give(Parsed::Meta(Meta {
+                                    target,
+                                    ..meta.clone()
+                                }));
+                            }
                         }
-                    }
-                });
-            }
-        })
+                    });
+                }
+            },
+        )
         .container::<Vec<_>>()
     }
 }
@@ -68,11 +78,21 @@ pub fn parse_chunk(chunk: &Chunk, out: &mut Vec<Parsed>) -> Meta {
         for (idx, end) in memchr::memchr_iter(b'\n', &chunk.data).enumerate() {
             let line = &chunk.data[start..end];
             start = end + 1;
-            let origin = Origin { file: chunk.file, line: chunk.first_line + idx as u64 };
+            let origin = Origin {
+                file: chunk.file,
+                line: chunk.first_line + idx as u64,
+            };
             if too_long.peek().is_some_and(|i| **i as usize == idx) {
                 too_long.next();
                 counters.inc(Counter::Lines);
-                dead(out, &mut counters, origin, Reason::LineTooLong, "line longer than replay.max_line_bytes".into(), line);
+                dead(
+                    out,
+                    &mut counters,
+                    origin,
+                    Reason::LineTooLong,
+                    "line longer than replay.max_line_bytes".into(),
+                    line,
+                );
                 continue;
             }
             if line.iter().all(u8::is_ascii_whitespace) {
@@ -110,7 +130,14 @@ pub fn parse_chunk(chunk: &Chunk, out: &mut Vec<Parsed>) -> Meta {
     }
 }
 
-fn dead(out: &mut Vec<Parsed>, counters: &mut Counters, origin: Origin, reason: Reason, detail: String, line: &[u8]) {
+fn dead(
+    out: &mut Vec<Parsed>,
+    counters: &mut Counters,
+    origin: Origin,
+    reason: Reason,
+    detail: String,
+    line: &[u8],
+) {
     counters.inc(reason.counter());
     out.push(Parsed::Side(Side::Dead(DeadLetter {
         origin,

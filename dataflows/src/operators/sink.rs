@@ -22,9 +22,16 @@ pub struct InputMark {
 pub enum Report {
     Input(InputMark),
     /// Everything worker `worker` produced at `epoch`.
-    Epoch { worker: usize, epoch: u64, items: Vec<Side> },
+    Epoch {
+        worker: usize,
+        epoch: u64,
+        items: Vec<Side>,
+    },
     /// Worker `worker` will send nothing more for epochs below `before`.
-    Frontier { worker: usize, before: u64 },
+    Frontier {
+        worker: usize,
+        before: u64,
+    },
 }
 
 pub trait ReportSink {
@@ -43,14 +50,23 @@ impl ReportSink for Stream<'_, u64, Vec<Side>> {
                     stash.entry(*t).or_default().append(data);
                 }
             });
-            let before = frontier.frontier().iter().copied().min().unwrap_or(u64::MAX);
+            let before = frontier
+                .frontier()
+                .iter()
+                .copied()
+                .min()
+                .unwrap_or(u64::MAX);
             while let Some((&epoch, _)) = stash.first_key_value() {
                 if epoch >= before {
                     break;
                 }
                 if let Some((_, items)) = stash.pop_first() {
                     // The committer outlives the dataflow; if it is gone the job is aborting.
-                    let _ = to.send(Report::Epoch { worker, epoch, items });
+                    let _ = to.send(Report::Epoch {
+                        worker,
+                        epoch,
+                        items,
+                    });
                 }
             }
             if before > reported {
