@@ -82,6 +82,38 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
+    /// The checkpoint a new input run starts from: after `previous` (a
+    /// finished run on the same state, whose counters and epochs it
+    /// continues) or on an empty state.
+    fn new_run(
+        previous: Option<Checkpoint>,
+        files: Vec<(Source, String)>,
+        transitions: Option<&Path>,
+        dead_letters: &Path,
+    ) -> Checkpoint {
+        let (counters, next_epoch, open_exposures, commits) = match previous {
+            Some(p) => (p.counters, p.next_epoch, p.open_exposures, p.commits),
+            None => (Counters::default(), 0, 0, 0),
+        };
+        let output = |p: &Path| OutputPos {
+            path: p.display().to_string(),
+            len: 0,
+        };
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            files,
+            positions: Default::default(),
+            next_epoch,
+            finished: false,
+            run_start: counters.clone(),
+            counters,
+            transitions: transitions.map(output),
+            dead_letters: output(dead_letters),
+            open_exposures,
+            commits,
+        }
+    }
+
     pub fn load(store: &Store) -> Result<Option<Checkpoint>, JobError> {
         match store.get_meta(CHECKPOINT_KEY)? {
             None => Ok(None),
@@ -229,43 +261,21 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
                     dead_letters: cp.dead_letters.path.clone(),
                 });
             }
-            let next = Checkpoint {
-                files: file_names.clone(),
-                positions: Default::default(),
-                finished: false,
-                run_start: cp.counters.clone(),
-                transitions: req.transitions.as_ref().map(|p| OutputPos {
-                    path: p.display().to_string(),
-                    len: 0,
-                }),
-                dead_letters: OutputPos {
-                    path: dead_path.display().to_string(),
-                    len: 0,
-                },
-                ..cp
-            };
+            let next = Checkpoint::new_run(
+                Some(cp),
+                file_names.clone(),
+                req.transitions.as_deref(),
+                &dead_path,
+            );
             (next, false, true)
         }
         None => (
-            Checkpoint {
-                version: CHECKPOINT_VERSION,
-                files: file_names.clone(),
-                positions: Default::default(),
-                next_epoch: 0,
-                finished: false,
-                counters: Counters::default(),
-                run_start: Counters::default(),
-                transitions: req.transitions.as_ref().map(|p| OutputPos {
-                    path: p.display().to_string(),
-                    len: 0,
-                }),
-                dead_letters: OutputPos {
-                    path: dead_path.display().to_string(),
-                    len: 0,
-                },
-                open_exposures: 0,
-                commits: 0,
-            },
+            Checkpoint::new_run(
+                None,
+                file_names.clone(),
+                req.transitions.as_deref(),
+                &dead_path,
+            ),
             false,
             false,
         ),
