@@ -27,8 +27,8 @@ fn exposures() -> Vec<Exposure> {
             user_id: i % 2000,
             author_id: (i * 7919) % 500,
             position: (i % 6) as u32,
-            user_feats: vec![1, 2, 3],
-            item_feats: vec![4, 5],
+            user_feats: [1, 2, 3][..].into(),
+            item_feats: [4, 5][..].into(),
             origin: Origin::default(),
         })
         .collect()

@@ -35,6 +35,10 @@ impl Source {
     }
 }
 
+/// Categorical feature values (`user_feats`, `item_feats`): a handful per
+/// record, kept inline so an exposure costs no heap allocation.
+pub type Feats = smallvec::SmallVec<[u32; 4]>;
+
 /// One item shown to one user in one request (contract "Exposure").
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Exposure {
@@ -44,8 +48,8 @@ pub struct Exposure {
     pub user_id: u64,
     pub author_id: u64,
     pub position: u32,
-    pub user_feats: Vec<u32>,
-    pub item_feats: Vec<u32>,
+    pub user_feats: Feats,
+    pub item_feats: Feats,
     pub origin: Origin,
 }
 
@@ -144,8 +148,8 @@ pub struct Transition {
     pub author_id: u64,
     pub item_id: u64,
     pub ts_ms: i64,
-    pub user_feats: Vec<u32>,
-    pub item_feats: Vec<u32>,
+    pub user_feats: Feats,
+    pub item_feats: Feats,
     pub state: StateCounts,
     pub reward: Rewards,
     pub next_state: StateCounts,
@@ -217,35 +221,39 @@ impl Rejection {
 pub const MAX_VALUE: f64 = 1.0e12;
 
 #[derive(Deserialize)]
-struct ExposureWire {
-    request_id: u64,
-    user_id: u64,
-    item_id: u64,
-    author_id: u64,
-    ts_ms: i64,
+pub(crate) struct ExposureWire {
+    pub(crate) request_id: u64,
+    pub(crate) user_id: u64,
+    pub(crate) item_id: u64,
+    pub(crate) author_id: u64,
+    pub(crate) ts_ms: i64,
     #[serde(default)]
-    position: Option<u32>,
+    pub(crate) position: Option<u32>,
     #[serde(default)]
-    user_feats: Option<Vec<u32>>,
+    pub(crate) user_feats: Option<Feats>,
     #[serde(default)]
-    item_feats: Option<Vec<u32>>,
+    pub(crate) item_feats: Option<Feats>,
 }
 
 #[derive(Deserialize)]
-struct ActionWire<'a> {
-    request_id: u64,
-    user_id: u64,
-    item_id: u64,
-    ts_ms: i64,
+pub(crate) struct ActionWire<'a> {
+    pub(crate) request_id: u64,
+    pub(crate) user_id: u64,
+    pub(crate) item_id: u64,
+    pub(crate) ts_ms: i64,
     #[serde(borrow)]
-    action: Cow<'a, str>,
+    pub(crate) action: Cow<'a, str>,
     #[serde(default)]
-    value: Option<f64>,
+    pub(crate) value: Option<f64>,
 }
 
 /// Parses and validates one exposure line.
 pub fn parse_exposure(line: &[u8], origin: Origin) -> Result<Exposure, Rejection> {
-    match serde_json::from_slice::<ExposureWire>(line) {
+    let wire = match crate::fastjson::exposure(line) {
+        Some(w) => Ok(w),
+        None => serde_json::from_slice::<ExposureWire>(line),
+    };
+    match wire {
         Ok(w) => Ok(Exposure {
             request_id: w.request_id,
             item_id: w.item_id,
@@ -263,9 +271,12 @@ pub fn parse_exposure(line: &[u8], origin: Origin) -> Result<Exposure, Rejection
 
 /// Parses and validates one action line.
 pub fn parse_action(line: &[u8], origin: Origin) -> Result<Action, Rejection> {
-    let w = match serde_json::from_slice::<ActionWire<'_>>(line) {
-        Ok(w) => w,
-        Err(e) => return Err(classify(line, e, Source::Actions)),
+    let w = match crate::fastjson::action(line) {
+        Some(w) => w,
+        None => match serde_json::from_slice::<ActionWire<'_>>(line) {
+            Ok(w) => w,
+            Err(e) => return Err(classify(line, e, Source::Actions)),
+        },
     };
     let Some(kind) = ActionKind::parse(&w.action) else {
         return Err(Rejection::new(

@@ -3,7 +3,6 @@
 //! output lengths in one RocksDB `WriteBatch` per commit, so that a killed
 //! job resumes to exactly the state of an uninterrupted one.
 
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -320,7 +319,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         progress: progress.clone(),
         abort: abort.clone(),
         sync: req.store.sync_commits,
-        pending_puts: HashMap::new(),
+        pending_puts: Vec::new(),
         epochs_done: 0,
     };
     let committer_thread = std::thread::Builder::new()
@@ -606,7 +605,9 @@ struct Committer {
     progress: Arc<Progress>,
     abort: Arc<Abort>,
     sync: bool,
-    pending_puts: HashMap<PairKey, Vec<u8>>,
+    /// Pair values of the next commit (each worker flushes its dirty pairs at
+    /// commit epochs; workers own disjoint pairs).
+    pending_puts: Vec<(PairKey, Vec<u8>)>,
     epochs_done: u64,
 }
 
@@ -748,7 +749,7 @@ impl Committer {
             meta_delete_prefixes: vec![WINDOW_PREFIX.to_vec()],
             ..Commit::default()
         };
-        commit.pairs = self.pending_puts.drain().collect();
+        commit.pairs = std::mem::take(&mut self.pending_puts);
         acc.snapshots.sort_by_key(|(w, _)| *w);
         for (w, s) in acc.snapshots {
             let mut key = WINDOW_PREFIX.to_vec();

@@ -16,9 +16,9 @@
 //!   for one to arrive, then it is an orphan.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::BinaryHeap;
 
-use rliv_state::Rewards;
+use rliv_state::{FastMap, Rewards};
 use serde::{Deserialize, Serialize};
 
 use crate::config::JoinConfig;
@@ -122,11 +122,11 @@ impl JoinSnapshot {
 #[derive(Default)]
 pub struct JoinState {
     cfg: JoinConfig,
-    open: HashMap<Key, Open>,
+    open: FastMap<Key, Open>,
     close_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
-    pending: HashMap<Key, Vec<Action>>,
+    pending: FastMap<Key, Vec<Action>>,
     pending_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
-    tombs: HashMap<Key, Tomb>,
+    tombs: FastMap<Key, Tomb>,
     tomb_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
 }
 
@@ -364,8 +364,8 @@ mod tests {
             user_id: 10,
             author_id: 7,
             position: 0,
-            user_feats: vec![],
-            item_feats: vec![],
+            user_feats: Default::default(),
+            item_feats: Default::default(),
             origin: Origin::default(),
         }
     }

@@ -6,7 +6,8 @@
 //! state, producing the paper's Adjacent State Approximation transitions
 //! `(s_t, a, r_t, s_{t+1})`.
 //!
-//! - [`event`]: the contract's records, parsing and validation.
+//! - [`event`]: the contract's records, parsing and validation (with a
+//!   schema-specific fast path in `fastjson`, falling back to serde_json).
 //! - [`input`]: deterministic, resumable chunked reading of input files.
 //! - [`join`]: the label join as plain logic; [`pairs`]: pair state and ASA.
 //! - [`operators`]: the timely operators around them.
@@ -14,6 +15,7 @@
 
 pub mod config;
 pub mod event;
+mod fastjson;
 pub mod input;
 pub mod job;
 pub mod join;

@@ -7,12 +7,14 @@
 //! A generation is dropped only once everything modified in it is durable in
 //! RocksDB (`durable_before` > its newest modification epoch), so a later
 //! miss never reads a value older than the one this worker already used.
-
-use std::collections::HashMap;
+//!
+//! Changed pairs are marked dirty and written out by [`PairShard::flush`] at
+//! commit epochs only: a pair touched many times between two commits costs
+//! one RocksDB put, not one per interaction.
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rliv_state::{PairCounters, PairKey, StateError, Store};
+use rliv_state::{FastMap, PairCounters, PairKey, StateError, Store};
 
 use crate::event::{Interaction, Transition};
 use crate::metrics::{Counter, Counters};
@@ -22,6 +24,8 @@ struct Entry {
     counters: PairCounters,
     /// Epoch of the last modification, or 0 if unmodified since loaded.
     modified: u64,
+    /// Modified since the last flush.
+    dirty: bool,
 }
 
 /// Where pair counters are read from on a cache miss.
@@ -49,15 +53,15 @@ impl PairSource for NoPairs {
 pub struct EpochApplied {
     /// Transitions in (user, author, ts, request, item) order.
     pub transitions: Vec<Transition>,
-    /// New values of every pair the epoch changed, encoded for RocksDB.
-    pub puts: Vec<(PairKey, Vec<u8>)>,
     pub counters: Counters,
 }
 
 pub struct PairShard<S> {
     source: Arc<S>,
-    hot: HashMap<PairKey, Entry>,
-    cold: HashMap<PairKey, Entry>,
+    hot: FastMap<PairKey, Entry>,
+    cold: FastMap<PairKey, Entry>,
+    /// Keys whose entry is dirty (in `hot` or `cold`).
+    dirty: Vec<PairKey>,
     hot_newest: u64,
     cold_newest: u64,
     capacity: usize,
@@ -69,8 +73,9 @@ impl<S: PairSource> PairShard<S> {
     pub fn new(source: Arc<S>, capacity: usize, durable_before: Arc<AtomicU64>) -> Self {
         PairShard {
             source,
-            hot: HashMap::new(),
-            cold: HashMap::new(),
+            hot: FastMap::default(),
+            cold: FastMap::default(),
+            dirty: Vec::new(),
             hot_newest: 0,
             cold_newest: 0,
             capacity: capacity.max(2),
@@ -96,7 +101,6 @@ impl<S: PairSource> PairShard<S> {
         batch.sort_unstable_by(|a, b| a.order_key().cmp(&b.order_key()));
         self.load(&batch, &mut out.counters)?;
         out.transitions.reserve(batch.len());
-        let mut changed: Vec<PairKey> = Vec::new();
         for it in batch {
             let e = it.exposure;
             let key = PairKey::new(e.user_id, e.author_id);
@@ -108,8 +112,9 @@ impl<S: PairSource> PairShard<S> {
             };
             let state = entry.counters.counts;
             entry.counters.apply(e.ts_ms, &it.rewards);
-            if changed.last() != Some(&key) {
-                changed.push(key);
+            if !entry.dirty {
+                entry.dirty = true;
+                self.dirty.push(key);
             }
             entry.modified = epoch;
             out.transitions.push(Transition {
@@ -128,14 +133,33 @@ impl<S: PairSource> PairShard<S> {
         self.hot_newest = self.hot_newest.max(epoch);
         out.counters
             .add(Counter::Transitions, out.transitions.len() as u64);
-        out.puts.reserve(changed.len());
-        for key in changed {
-            if let Some(entry) = self.hot.get(&key) {
-                out.puts.push((key, entry.counters.to_bytes()));
-            }
-        }
         self.maybe_rotate();
         Ok(out)
+    }
+
+    /// The encoded values of every pair changed since the last flush, in key
+    /// order, for the commit of the current epoch. The committer must commit
+    /// them at this epoch: rotation relies on `durable_before` passing it.
+    pub fn flush(&mut self) -> Vec<(PairKey, Vec<u8>)> {
+        let mut keys = std::mem::take(&mut self.dirty);
+        keys.sort_unstable();
+        let mut puts = Vec::with_capacity(keys.len());
+        for key in keys {
+            let entry = match self.hot.get_mut(&key) {
+                Some(e) => Some(e),
+                None => self.cold.get_mut(&key),
+            };
+            if let Some(entry) = entry {
+                entry.dirty = false;
+                puts.push((key, entry.counters.to_bytes()));
+            }
+        }
+        puts
+    }
+
+    /// Pairs changed since the last flush.
+    pub fn dirty(&self) -> usize {
+        self.dirty.len()
     }
 
     /// Makes sure every pair of `batch` is in `hot`: from `cold`, or from the
@@ -172,6 +196,7 @@ impl<S: PairSource> PairShard<S> {
                 Entry {
                     counters: value.unwrap_or_default(),
                     modified: 0,
+                    dirty: false,
                 },
             );
         }
@@ -205,8 +230,8 @@ mod tests {
                 user_id: user,
                 author_id: author,
                 position: 0,
-                user_feats: vec![],
-                item_feats: vec![],
+                user_feats: Default::default(),
+                item_feats: Default::default(),
                 origin: Origin::default(),
             },
             rewards: Rewards {
@@ -239,8 +264,9 @@ mod tests {
             .collect();
         assert_eq!(states, vec![(0, 0), (1, 1), (2, 2)]);
         assert_eq!(out.transitions[2].next_state.clicks, 2);
-        assert_eq!(out.puts.len(), 1);
-        let c = PairCounters::decode(&out.puts[0].1).unwrap();
+        let puts = shard.flush();
+        assert_eq!(puts.len(), 1);
+        let c = PairCounters::decode(&puts[0].1).unwrap();
         assert_eq!(
             (c.first_ts_ms, c.last_ts_ms, c.watch_sec_total),
             (100, 300, 6.0)
@@ -249,7 +275,7 @@ mod tests {
     }
 
     /// A source that counts reads, to observe the cache.
-    struct Counting(std::sync::Mutex<HashMap<PairKey, PairCounters>>, AtomicU64);
+    struct Counting(std::sync::Mutex<FastMap<PairKey, PairCounters>>, AtomicU64);
     impl PairSource for Counting {
         fn get_pairs(&self, keys: &[PairKey]) -> Result<Vec<Option<PairCounters>>, StateError> {
             self.1.fetch_add(keys.len() as u64, Ordering::SeqCst);
@@ -283,6 +309,43 @@ mod tests {
             shard.cached() < 9,
             "cache did not shrink: {}",
             shard.cached()
+        );
+    }
+
+    #[test]
+    fn flush_writes_each_changed_pair_once_with_its_latest_value() {
+        let durable = Arc::new(AtomicU64::new(0));
+        // Capacity 4: the pairs of epochs 1-2 rotate into `cold` while dirty.
+        let mut shard = PairShard::new(Arc::new(NoPairs), 4, durable);
+        shard
+            .apply_epoch(1, vec![it(1, 1, 10, 1, 1.0), it(2, 1, 10, 2, 1.0)])
+            .unwrap();
+        shard
+            .apply_epoch(2, vec![it(1, 1, 20, 3, 1.0), it(3, 1, 20, 4, 0.0)])
+            .unwrap();
+        shard
+            .apply_epoch(3, vec![it(4, 1, 30, 5, 1.0), it(5, 1, 30, 6, 1.0)])
+            .unwrap();
+        assert_eq!(shard.dirty(), 5);
+        let puts = shard.flush();
+        let users: Vec<u64> = puts.iter().map(|(k, _)| k.user_id).collect();
+        assert_eq!(users, vec![1, 2, 3, 4, 5], "one put per pair, in key order");
+        let c = PairCounters::decode(&puts[0].1).unwrap();
+        assert_eq!(
+            (c.counts.exposures, c.counts.clicks, c.last_ts_ms),
+            (2, 2, 20)
+        );
+        assert_eq!(shard.dirty(), 0);
+        assert!(
+            shard.flush().is_empty(),
+            "nothing changed since the last flush"
+        );
+        shard.apply_epoch(4, vec![it(2, 1, 40, 7, 0.0)]).unwrap();
+        let puts = shard.flush();
+        assert_eq!(puts.len(), 1);
+        assert_eq!(
+            PairCounters::decode(&puts[0].1).unwrap().counts.exposures,
+            2
         );
     }
 }

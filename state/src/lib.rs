@@ -7,10 +7,12 @@
 //! `WriteBatch` as the pair counters they produced ([`Commit`]).
 
 mod counters;
+pub mod hash;
 pub mod json;
 mod store;
 
 pub use counters::{mix64, put_varint, PairCounters, PairKey, Rewards, StateCounts};
+pub use hash::{FastMap, FastSet};
 pub use store::{Commit, Store, StoreOptions};
 
 use std::path::PathBuf;

@@ -1,5 +1,6 @@
 //! `PairState`: applies closed interactions to the pair counters of this
-//! worker's shard and emits ASA transitions and the changed pair values.
+//! worker's shard and emits ASA transitions, and at commit epochs the values
+//! of the pairs changed since the previous commit.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -56,22 +57,38 @@ impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
                     let epoch = *cap.time();
                     let mut session = output.session(&cap);
                     let mut batch = Vec::new();
+                    // The join sends its window snapshot at commit epochs only:
+                    // that is when the changed pairs must go to the committer.
+                    let mut commit = false;
                     for item in items {
                         match item {
                             Joined::Interaction(i) => batch.push(i),
-                            Joined::Side(s) => session.give(s),
+                            Joined::Side(s) => {
+                                commit |= matches!(s, Side::Snapshot(..));
+                                session.give(s)
+                            }
                         }
                     }
-                    if batch.is_empty() || abort.raised() {
+                    if abort.raised() {
                         continue;
                     }
-                    match shard.apply_epoch(epoch, batch) {
-                        Ok(applied) => {
-                            session.give(Side::Transitions(batch_of(applied.transitions, outputs)));
-                            session.give(Side::Puts(applied.puts));
-                            session.give(Side::Counts(applied.counters));
+                    if !batch.is_empty() {
+                        match shard.apply_epoch(epoch, batch) {
+                            Ok(applied) => {
+                                session.give(Side::Transitions(batch_of(
+                                    applied.transitions,
+                                    outputs,
+                                )));
+                                session.give(Side::Counts(applied.counters));
+                            }
+                            Err(e) => {
+                                abort.raise(format!("reading pair state: {e}"));
+                                continue;
+                            }
                         }
-                        Err(e) => abort.raise(format!("reading pair state: {e}")),
+                    }
+                    if commit && shard.dirty() > 0 {
+                        session.give(Side::Puts(shard.flush()));
                     }
                 }
             }

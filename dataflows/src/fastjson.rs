@@ -1,0 +1,534 @@
+//! A schema-specific fast path for the two input line formats.
+//!
+//! It accepts a strict subset of JSON: one flat object whose keys are exactly
+//! the contract's fields (no escapes, each at most once), with plain integers,
+//! `null`, integer arrays, printable-ASCII strings without escapes, and (for
+//! `value`) non-negative decimal numbers. On that subset it yields exactly what
+//! `serde_json` yields. Anything else (unknown keys, escapes, floats where an
+//! integer is expected, overflow, syntax errors, ...) returns `None` and the
+//! caller falls back to `serde_json`, which then either accepts the line with
+//! the same result or explains precisely what is wrong with it. So the fast
+//! path changes speed, never results; `tests::fast_path_agrees_with_serde`
+//! checks that on random and mutated lines.
+
+use std::borrow::Cow;
+
+use crate::event::{ActionWire, ExposureWire, Feats};
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Scan<'a> {
+    #[inline]
+    fn ws(&mut self) {
+        while let Some(&c) = self.b.get(self.i) {
+            if matches!(c, b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    #[inline]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    #[inline]
+    fn eat(&mut self, c: u8) -> Option<()> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// A string of printable ASCII without escapes; the quotes excluded.
+    #[inline]
+    fn plain_str(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        loop {
+            match self.peek()? {
+                b'"' => break,
+                b'\\' => return None,
+                0x20..=0x7E => self.i += 1,
+                _ => return None,
+            }
+        }
+        let s = &self.b[start..self.i];
+        self.i += 1;
+        std::str::from_utf8(s).ok()
+    }
+
+    /// An unsigned JSON integer (no sign, fraction or exponent; no leading zero).
+    #[inline]
+    fn uint(&mut self) -> Option<u64> {
+        let start = self.i;
+        let mut v: u64 = 0;
+        while let Some(c @ b'0'..=b'9') = self.peek() {
+            v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            self.i += 1;
+        }
+        let n = self.i - start;
+        if n == 0 || (n > 1 && self.b[start] == b'0') {
+            return None;
+        }
+        // A fraction or exponent makes it a float: let serde_json judge it.
+        if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        Some(v)
+    }
+
+    #[inline]
+    fn int(&mut self) -> Option<i64> {
+        if self.eat(b'-').is_some() {
+            let v = self.uint()?;
+            if v > i64::MAX as u64 + 1 {
+                return None;
+            }
+            Some((v as i64).wrapping_neg())
+        } else {
+            i64::try_from(self.uint()?).ok()
+        }
+    }
+
+    #[inline]
+    fn null(&mut self) -> Option<()> {
+        if self.b.get(self.i..self.i + 4) == Some(b"null") {
+            self.i += 4;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    fn opt_u32(&mut self) -> Option<Option<u32>> {
+        if self.peek() == Some(b'n') {
+            self.null()?;
+            return Some(None);
+        }
+        Some(Some(u32::try_from(self.uint()?).ok()?))
+    }
+
+    fn opt_feats(&mut self) -> Option<Option<Feats>> {
+        if self.peek() == Some(b'n') {
+            self.null()?;
+            return Some(None);
+        }
+        self.eat(b'[')?;
+        let mut v = Feats::new();
+        self.ws();
+        if self.eat(b']').is_some() {
+            return Some(Some(v));
+        }
+        loop {
+            self.ws();
+            v.push(u32::try_from(self.uint()?).ok()?);
+            self.ws();
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(Some(v));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// A non-negative JSON number as f64 (negative values go to serde_json,
+    /// which also reports them; it also has its own rules for `-0`).
+    fn opt_f64(&mut self) -> Option<Option<f64>> {
+        if self.peek() == Some(b'n') {
+            self.null()?;
+            return Some(None);
+        }
+        let start = self.i;
+        let digits = |s: &mut Self| {
+            let st = s.i;
+            while let Some(b'0'..=b'9') = s.peek() {
+                s.i += 1;
+            }
+            s.i - st
+        };
+        let int_len = digits(self);
+        if int_len == 0 || (int_len > 1 && self.b[start] == b'0') {
+            return None;
+        }
+        if self.eat(b'.').is_some() && digits(self) == 0 {
+            return None;
+        }
+        if matches!(self.peek(), Some(b'e' | b'E')) {
+            self.i += 1;
+            if matches!(self.peek(), Some(b'+' | b'-')) {
+                self.i += 1;
+            }
+            if digits(self) == 0 {
+                return None;
+            }
+        }
+        let text = std::str::from_utf8(&self.b[start..self.i]).ok()?;
+        // Rust's parser is correctly rounded, as is serde_json's
+        // `float_roundtrip`; out-of-range values are left to serde_json.
+        let v: f64 = text.parse().ok()?;
+        v.is_finite().then_some(Some(v))
+    }
+
+    /// Walks `{ "key": value, ... }`, calling `field` for each key; `field`
+    /// parses the value and returns `None` to give up.
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<()> {
+        self.ws();
+        self.eat(b'{')?;
+        self.ws();
+        if self.eat(b'}').is_none() {
+            loop {
+                self.ws();
+                let key = self.plain_str()?;
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                field(self, key)?;
+                self.ws();
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.ws();
+        (self.i == self.b.len()).then_some(())
+    }
+}
+
+/// Marks field `bit` seen; a repeated field gives up (serde_json rejects it).
+#[inline]
+fn once(seen: &mut u32, bit: u32) -> Option<()> {
+    if *seen & (1 << bit) != 0 {
+        return None;
+    }
+    *seen |= 1 << bit;
+    Some(())
+}
+
+pub(crate) fn exposure(line: &[u8]) -> Option<ExposureWire> {
+    let mut s = Scan { b: line, i: 0 };
+    let mut seen = 0u32;
+    let (mut request_id, mut user_id, mut item_id, mut author_id, mut ts_ms) = (0, 0, 0, 0, 0);
+    let (mut position, mut user_feats, mut item_feats) = (None, None, None);
+    s.object(|s, key| {
+        match key {
+            "request_id" => {
+                once(&mut seen, 0)?;
+                request_id = s.uint()?;
+            }
+            "user_id" => {
+                once(&mut seen, 1)?;
+                user_id = s.uint()?;
+            }
+            "item_id" => {
+                once(&mut seen, 2)?;
+                item_id = s.uint()?;
+            }
+            "author_id" => {
+                once(&mut seen, 3)?;
+                author_id = s.uint()?;
+            }
+            "ts_ms" => {
+                once(&mut seen, 4)?;
+                ts_ms = s.int()?;
+            }
+            "position" => {
+                once(&mut seen, 5)?;
+                position = s.opt_u32()?;
+            }
+            "user_feats" => {
+                once(&mut seen, 6)?;
+                user_feats = s.opt_feats()?;
+            }
+            "item_feats" => {
+                once(&mut seen, 7)?;
+                item_feats = s.opt_feats()?;
+            }
+            _ => return None,
+        }
+        Some(())
+    })?;
+    if seen & 0b1_1111 != 0b1_1111 {
+        return None;
+    }
+    Some(ExposureWire {
+        request_id,
+        user_id,
+        item_id,
+        author_id,
+        ts_ms,
+        position,
+        user_feats,
+        item_feats,
+    })
+}
+
+pub(crate) fn action(line: &[u8]) -> Option<ActionWire<'_>> {
+    let mut s = Scan { b: line, i: 0 };
+    let mut seen = 0u32;
+    let (mut request_id, mut user_id, mut item_id, mut ts_ms) = (0, 0, 0, 0);
+    let (mut action, mut value) = ("", None);
+    s.object(|s, key| {
+        match key {
+            "request_id" => {
+                once(&mut seen, 0)?;
+                request_id = s.uint()?;
+            }
+            "user_id" => {
+                once(&mut seen, 1)?;
+                user_id = s.uint()?;
+            }
+            "item_id" => {
+                once(&mut seen, 2)?;
+                item_id = s.uint()?;
+            }
+            "ts_ms" => {
+                once(&mut seen, 3)?;
+                ts_ms = s.int()?;
+            }
+            "action" => {
+                once(&mut seen, 4)?;
+                action = s.plain_str()?;
+            }
+            "value" => {
+                once(&mut seen, 5)?;
+                value = s.opt_f64()?;
+            }
+            _ => return None,
+        }
+        Some(())
+    })?;
+    if seen & 0b1_1111 != 0b1_1111 {
+        return None;
+    }
+    Some(ActionWire {
+        request_id,
+        user_id,
+        item_id,
+        ts_ms,
+        action: Cow::Borrowed(action),
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn serde_exposure(line: &[u8]) -> Option<ExposureWire> {
+        serde_json::from_slice(line).ok()
+    }
+    fn serde_action(line: &[u8]) -> Option<ActionWire<'_>> {
+        serde_json::from_slice(line).ok()
+    }
+
+    #[test]
+    fn canonical_lines_take_the_fast_path() {
+        // The generator's and the contract's layouts must not fall back
+        // (a fallback is correct but slow).
+        let e = br#"{"request_id":1,"user_id":9,"item_id":18000001,"author_id":18,"ts_ms":1700000000814,"position":1,"user_feats":[7,1,1],"item_feats":[6,1]}"#;
+        let w = exposure(e).expect("fast path");
+        assert_eq!(
+            (w.request_id, w.item_id, w.ts_ms),
+            (1, 18_000_001, 1_700_000_000_814)
+        );
+        assert_eq!(w.user_feats.as_deref(), Some(&[7, 1, 1][..]));
+        let a = br#"{"request_id":2,"user_id":226,"item_id":261000002,"ts_ms":1700000008946,"action":"watch","value":1.7}"#;
+        let w = action(a).expect("fast path");
+        assert_eq!((w.action.as_ref(), w.value), ("watch", Some(1.7)));
+        let a = br#"{ "request_id" : 2 , "user_id":1,"item_id":3,"ts_ms":-5,"action":"click" }"#;
+        assert_eq!(action(a).expect("fast path").ts_ms, -5);
+    }
+
+    #[test]
+    fn unusual_lines_fall_back() {
+        for line in [
+            &br#"{"request_id":1,"user_id":1,"item_id":1,"author_id":1,"ts_ms":1,"extra":0}"#[..],
+            br#"{"request_id":1,"request_id":2,"user_id":1,"item_id":1,"author_id":1,"ts_ms":1}"#,
+            br#"{"request_id":1.0,"user_id":1,"item_id":1,"author_id":1,"ts_ms":1}"#,
+            br#"{"request_id":01,"user_id":1,"item_id":1,"author_id":1,"ts_ms":1}"#,
+            br#"{"request_id":18446744073709551616,"user_id":1,"item_id":1,"author_id":1,"ts_ms":1}"#,
+            br#"{"request_id":1,"user_id":1,"item_id":1,"author_id":1}"#,
+            br#"{"request_id":1,"user_id":1,"item_id":1,"author_id":1,"ts_ms":1} x"#,
+        ] {
+            assert!(exposure(line).is_none(), "{}", String::from_utf8_lossy(line));
+        }
+        for line in [
+            &br#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"cl\u0069ck"}"#[..],
+            br#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"watch","value":-0}"#,
+            br#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"gift","value":1e999}"#,
+        ] {
+            assert!(action(line).is_none(), "{}", String::from_utf8_lossy(line));
+        }
+    }
+
+    fn same_exposure(a: &ExposureWire, b: &ExposureWire) -> bool {
+        (
+            a.request_id,
+            a.user_id,
+            a.item_id,
+            a.author_id,
+            a.ts_ms,
+            a.position,
+        ) == (
+            b.request_id,
+            b.user_id,
+            b.item_id,
+            b.author_id,
+            b.ts_ms,
+            b.position,
+        ) && a.user_feats == b.user_feats
+            && a.item_feats == b.item_feats
+    }
+
+    fn same_action(a: &ActionWire<'_>, b: &ActionWire<'_>) -> bool {
+        (a.request_id, a.user_id, a.item_id, a.ts_ms)
+            == (b.request_id, b.user_id, b.item_id, b.ts_ms)
+            && a.action == b.action
+            && a.value.map(f64::to_bits) == b.value.map(f64::to_bits)
+    }
+
+    /// Pieces that lines are assembled from: valid values, near misses and junk.
+    fn value_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            (0u64..u64::MAX).prop_map(|v| v.to_string()),
+            (i64::MIN..0).prop_map(|v| v.to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("4294967296".to_string()),
+            Just("0".to_string()),
+            Just("00".to_string()),
+            Just("-0".to_string()),
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("\"click\"".to_string()),
+            Just("\"watch\"".to_string()),
+            Just("\"wa\\u0074ch\"".to_string()),
+            Just("\"\"".to_string()),
+            any::<f64>().prop_map(|v| format!("{v:?}")),
+            (0.0f64..1e6).prop_map(|v| format!("{v}")),
+            (0.0f64..1e6).prop_map(|v| format!("{v:e}")),
+            Just("1.5E+3".to_string()),
+            Just("1.".to_string()),
+            Just(".5".to_string()),
+            proptest::collection::vec(0u64..5_000_000_000, 0..4).prop_map(|v| format!("{v:?}")),
+            Just("[1,]".to_string()),
+            Just("[ 1 , 2 ]".to_string()),
+            Just("{}".to_string()),
+        ]
+    }
+
+    fn line() -> impl Strategy<Value = String> {
+        let key = prop_oneof![
+            Just("request_id"),
+            Just("user_id"),
+            Just("item_id"),
+            Just("author_id"),
+            Just("ts_ms"),
+            Just("position"),
+            Just("user_feats"),
+            Just("item_feats"),
+            Just("action"),
+            Just("value"),
+            Just("other"),
+        ];
+        let sep = prop_oneof![Just(""), Just(" "), Just("\t"), Just("\r")];
+        proptest::collection::vec((key, value_text(), sep), 0..10).prop_map(|fields| {
+            let body: Vec<String> = fields
+                .into_iter()
+                .map(|(k, v, s)| format!("{s}\"{k}\"{s}:{s}{v}{s}"))
+                .collect();
+            format!("{{{}}}", body.join(","))
+        })
+    }
+
+    /// Complete records of either kind with one free value each, so that
+    /// lines the fast path accepts are frequent.
+    fn record_like() -> impl Strategy<Value = String> {
+        (
+            0u64..1000,
+            0u64..1000,
+            -5i64..5_000_000,
+            prop_oneof![Just("click"), Just("watch"), Just("gift"), Just("x")],
+            value_text(),
+            value_text(),
+            any::<bool>(),
+        )
+            .prop_map(|(r, u, t, a, v, f, is_action)| {
+                if is_action {
+                    format!(
+                        r#"{{"request_id":{r},"user_id":{u},"item_id":{r},"ts_ms":{t},"action":"{a}","value":{v}}}"#
+                    )
+                } else {
+                    format!(
+                        r#"{{"request_id":{r},"user_id":{u},"item_id":{r},"author_id":{u},"ts_ms":{t},"position":{v},"user_feats":{f},"item_feats":[1, 2]}}"#
+                    )
+                }
+            })
+    }
+
+    #[test]
+    fn fast_path_agrees_with_serde() {
+        // The line as is, truncated, and with one byte changed. Whenever the
+        // fast path accepts a line, serde_json must accept it with the same
+        // values; the counts make sure the property is not vacuous.
+        let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(4000));
+        let fast_hits = std::cell::Cell::new(0usize);
+        let strategy = (
+            prop_oneof![line(), record_like()],
+            0usize..400,
+            any::<(usize, u8)>(),
+        );
+        runner
+            .run(&strategy, |(l, cut, flip)| {
+                let mut mutated = l.clone().into_bytes();
+                if !mutated.is_empty() {
+                    let at = flip.0 % mutated.len();
+                    mutated[at] = flip.1;
+                }
+                let cut = &l.as_bytes()[..cut.min(l.len())];
+                for bytes in [l.as_bytes(), cut, &mutated[..]] {
+                    if let Some(fast) = exposure(bytes) {
+                        fast_hits.set(fast_hits.get() + 1);
+                        let slow = serde_exposure(bytes);
+                        prop_assert!(
+                            slow.as_ref().is_some_and(|s| same_exposure(&fast, s)),
+                            "exposure fast path disagrees on {}",
+                            String::from_utf8_lossy(bytes)
+                        );
+                    }
+                    if let Some(fast) = action(bytes) {
+                        fast_hits.set(fast_hits.get() + 1);
+                        let slow = serde_action(bytes);
+                        prop_assert!(
+                            slow.as_ref().is_some_and(|s| same_action(&fast, s)),
+                            "action fast path disagrees on {}",
+                            String::from_utf8_lossy(bytes)
+                        );
+                    }
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert!(
+            fast_hits.get() > 200,
+            "only {} lines took the fast path",
+            fast_hits.get()
+        );
+    }
+}
