@@ -81,10 +81,10 @@ impl Default for ReplayConfig {
     fn default() -> Self {
         ReplayConfig {
             workers: 2,
-            chunk_lines: 16384,
+            chunk_lines: 2048,
             max_line_bytes: 1 << 20,
             commit_interval_ms: 1000,
-            max_inflight_chunks: 32,
+            max_inflight_chunks: 64,
             pair_cache_entries: 2_000_000,
             transitions_channel_capacity: 65536,
             drain_at_end: true,
