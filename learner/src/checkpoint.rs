@@ -1,0 +1,540 @@
+//! Checkpoints: a directory `ckpt-<step>` per checkpoint with
+//! - `model.safetensors`: online and target weights, embeddings; tensors named
+//!   as a PyTorch user expects (`tower.watch.v1.0.weight`, shape `(out, in)`;
+//!   `target.tower.watch.v1.0.weight`; `embedding.user.weight`; `assist_gift.0.bias`);
+//! - `optimizer.safetensors`: Adam's moments, `<param>.exp_avg` / `<param>.exp_avg_sq`;
+//! - `manifest.json`: format version, step, config, sampling state, input
+//!   position, and the size and checksum of both files.
+//!
+//! A checkpoint is written into `ckpt-<step>.tmp`, each file fsynced, then the
+//! directory is renamed (atomic) and the parent fsynced; the newest
+//! `keep_checkpoints` are kept. Loading takes the newest checkpoint that
+//! verifies, and reports each one it skipped with the file at fault.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{LearnerConfig, LABELS};
+use crate::embed::TABLES;
+use crate::learner::Learner;
+use crate::model::{net_names, Model};
+use crate::nets::StackParams;
+use crate::rng::Rng;
+
+pub const FORMAT_VERSION: u32 = 1;
+const MODEL_FILE: &str = "model.safetensors";
+const OPTIM_FILE: &str = "optimizer.safetensors";
+const MANIFEST: &str = "manifest.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    #[error("no usable checkpoint in {dir}: {reasons}")]
+    NoneUsable { dir: PathBuf, reasons: String },
+    #[error("{0}")]
+    Model(String),
+}
+
+fn file_err(path: &Path, msg: impl std::fmt::Display) -> CheckpointError {
+    CheckpointError::File {
+        path: path.to_path_buf(),
+        msg: msg.to_string(),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileSum {
+    pub bytes: u64,
+    /// 64-bit checksum of the bytes (SplitMix64 over 8-byte words).
+    pub checksum: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub step: u64,
+    /// `step-<step>`: what `/rank` reports as `model_version`.
+    pub model_version: String,
+    pub created_unix_ms: u64,
+    pub config: LearnerConfig,
+    pub rng: Rng,
+    /// Where the learner stood in its input (free-form per input kind).
+    pub input: serde_json::Value,
+    pub files: HashMap<String, FileSum>,
+}
+
+pub fn checksum_bytes(bytes: &[u8]) -> String {
+    let mut h = 0x6A09_E667_F3BC_C908u64 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(c);
+        h = rliv_state::mix64(h ^ u64::from_le_bytes(w));
+    }
+    for b in chunks.remainder() {
+        h = rliv_state::mix64(h ^ u64::from(*b));
+    }
+    format!("{h:016x}")
+}
+
+fn checksum_file(path: &Path) -> Result<FileSum, CheckpointError> {
+    let mut f = File::open(path).map_err(|e| file_err(path, e))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).map_err(|e| file_err(path, e))?;
+    Ok(FileSum {
+        bytes: buf.len() as u64,
+        checksum: checksum_bytes(&buf),
+    })
+}
+
+/// Plain per-net tensors of a stack, PyTorch layout (`weight` is `(out, in)`).
+fn stack_tensors(
+    prefix: &str,
+    names: &[String],
+    p: &StackParams,
+    suffix: &str,
+    out: &mut Vec<(String, Tensor)>,
+) -> candle_core::Result<()> {
+    for (n, name) in names.iter().enumerate() {
+        for l in 0..p.layers() {
+            let (i, o) = (p.dims[l], p.dims[l + 1]);
+            let w = Tensor::from_slice(p.w_net(l, n), (i, o), &Device::Cpu)?
+                .t()?
+                .contiguous()?;
+            out.push((format!("{prefix}{name}.{l}.weight{suffix}"), w));
+            let b = Tensor::from_slice(p.b_net(l, n), o, &Device::Cpu)?;
+            out.push((format!("{prefix}{name}.{l}.bias{suffix}"), b));
+        }
+    }
+    Ok(())
+}
+
+fn tower_net_names(model: &Model) -> Vec<String> {
+    let kinds = net_names(model.cfg.supervised_head);
+    model
+        .labels
+        .iter()
+        .flat_map(|l| {
+            kinds
+                .iter()
+                .map(move |k| format!("tower.{}.{k}", LABELS[*l]))
+        })
+        .collect()
+}
+
+const ASSIST: &str = "assist_gift";
+
+/// The model's tensors under their checkpoint names.
+pub fn model_tensors(model: &Model) -> candle_core::Result<Vec<(String, Tensor)>> {
+    let mut out = Vec::new();
+    let d = model.emb.dim;
+    for (name, t) in TABLES.iter().zip(&model.emb.tables) {
+        out.push((
+            format!("embedding.{name}.weight"),
+            Tensor::from_slice(&t.weight, (t.rows, d), &Device::Cpu)?,
+        ));
+    }
+    let names = tower_net_names(model);
+    stack_tensors("", &names, &model.towers, "", &mut out)?;
+    stack_tensors("target.", &names, &model.target, "", &mut out)?;
+    if let Some(a) = &model.assist {
+        stack_tensors("", &[ASSIST.to_string()], a, "", &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Adam's moments under `<param>.exp_avg` / `<param>.exp_avg_sq`.
+pub fn optimizer_tensors(l: &Learner) -> candle_core::Result<Vec<(String, Tensor)>> {
+    let model = &l.model;
+    let mut out = Vec::new();
+    let d = model.emb.dim;
+    for (name, t) in TABLES.iter().zip(&model.emb.tables) {
+        out.push((
+            format!("embedding.{name}.weight.exp_avg"),
+            Tensor::from_slice(&t.m, (t.rows, d), &Device::Cpu)?,
+        ));
+        out.push((
+            format!("embedding.{name}.weight.exp_avg_sq"),
+            Tensor::from_slice(&t.v, (t.rows, d), &Device::Cpu)?,
+        ));
+    }
+    let names = tower_net_names(model);
+    stack_tensors("", &names, &l.tower_adam.m, ".exp_avg", &mut out)?;
+    stack_tensors("", &names, &l.tower_adam.v, ".exp_avg_sq", &mut out)?;
+    if let Some(a) = &l.assist_adam {
+        stack_tensors("", &[ASSIST.to_string()], &a.m, ".exp_avg", &mut out)?;
+        stack_tensors("", &[ASSIST.to_string()], &a.v, ".exp_avg_sq", &mut out)?;
+    }
+    Ok(out)
+}
+
+/// Fills the stack `p` from per-net tensors.
+fn take_stack(
+    map: &HashMap<String, Tensor>,
+    prefix: &str,
+    names: &[String],
+    suffix: &str,
+    p: &mut StackParams,
+) -> Result<(), String> {
+    let get = |key: &str| {
+        map.get(key)
+            .ok_or_else(|| format!("tensor `{key}` is missing"))
+    };
+    let values = |t: &Tensor, key: &str| -> Result<Vec<f32>, String> {
+        t.flatten_all()
+            .and_then(|t| t.to_dtype(candle_core::DType::F32))
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| format!("tensor `{key}`: {e}"))
+    };
+    for (n, name) in names.iter().enumerate() {
+        for l in 0..p.layers() {
+            let (i, o) = (p.dims[l], p.dims[l + 1]);
+            let wk = format!("{prefix}{name}.{l}.weight{suffix}");
+            let w = get(&wk)?;
+            if w.dims() != [o, i] {
+                return Err(format!(
+                    "tensor `{wk}` has shape {:?}, the configuration needs [{o}, {i}]",
+                    w.dims()
+                ));
+            }
+            let wt = w
+                .t()
+                .and_then(|t| t.contiguous())
+                .map_err(|e| e.to_string())?;
+            p.w[l][n * i * o..(n + 1) * i * o].copy_from_slice(&values(&wt, &wk)?);
+            let bk = format!("{prefix}{name}.{l}.bias{suffix}");
+            let b = get(&bk)?;
+            if b.dims() != [o] {
+                return Err(format!(
+                    "tensor `{bk}` has shape {:?}, the configuration needs [{o}]",
+                    b.dims()
+                ));
+            }
+            p.b[l][n * o..(n + 1) * o].copy_from_slice(&values(b, &bk)?);
+        }
+    }
+    Ok(())
+}
+
+fn take_table(
+    map: &HashMap<String, Tensor>,
+    key: &str,
+    rows: usize,
+    dim: usize,
+) -> Result<Vec<f32>, String> {
+    let t = map
+        .get(key)
+        .ok_or_else(|| format!("tensor `{key}` is missing"))?;
+    if t.dims() != [rows, dim] {
+        return Err(format!(
+            "tensor `{key}` has shape {:?}, the configuration needs [{rows}, {dim}]",
+            t.dims()
+        ));
+    }
+    t.flatten_all()
+        .and_then(|t| t.to_vec1::<f32>())
+        .map_err(|e| format!("tensor `{key}`: {e}"))
+}
+
+/// Fills `model` from a model tensor map.
+pub fn load_model_tensors(model: &mut Model, map: &HashMap<String, Tensor>) -> Result<(), String> {
+    let d = model.emb.dim;
+    for (name, t) in TABLES.iter().zip(model.emb.tables.iter_mut()) {
+        t.weight = take_table(map, &format!("embedding.{name}.weight"), t.rows, d)?;
+    }
+    let names = tower_net_names(model);
+    take_stack(map, "", &names, "", &mut model.towers)?;
+    take_stack(map, "target.", &names, "", &mut model.target)?;
+    if let Some(a) = model.assist.as_mut() {
+        take_stack(map, "", &[ASSIST.to_string()], "", a)?;
+    }
+    Ok(())
+}
+
+fn load_optimizer_tensors(l: &mut Learner, map: &HashMap<String, Tensor>) -> Result<(), String> {
+    let d = l.model.emb.dim;
+    for (name, t) in TABLES.iter().zip(l.model.emb.tables.iter_mut()) {
+        t.m = take_table(map, &format!("embedding.{name}.weight.exp_avg"), t.rows, d)?;
+        t.v = take_table(
+            map,
+            &format!("embedding.{name}.weight.exp_avg_sq"),
+            t.rows,
+            d,
+        )?;
+    }
+    let names = tower_net_names(&l.model);
+    take_stack(map, "", &names, ".exp_avg", &mut l.tower_adam.m)?;
+    take_stack(map, "", &names, ".exp_avg_sq", &mut l.tower_adam.v)?;
+    if let Some(a) = l.assist_adam.as_mut() {
+        take_stack(map, "", &[ASSIST.to_string()], ".exp_avg", &mut a.m)?;
+        take_stack(map, "", &[ASSIST.to_string()], ".exp_avg_sq", &mut a.v)?;
+    }
+    Ok(())
+}
+
+fn save_tensors(tensors: Vec<(String, Tensor)>, path: &Path) -> Result<(), CheckpointError> {
+    let map: HashMap<String, Tensor> = tensors.into_iter().collect();
+    candle_core::safetensors::save(&map, path).map_err(|e| file_err(path, e))?;
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| file_err(path, e))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), CheckpointError> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| file_err(dir, e))
+}
+
+pub fn dir_name(step: u64) -> String {
+    format!("ckpt-{step:012}")
+}
+
+/// Writes a checkpoint of `l` into `dir` atomically and prunes old ones.
+/// Returns its directory.
+pub fn save(l: &Learner, dir: &Path, input: serde_json::Value) -> Result<PathBuf, CheckpointError> {
+    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    let final_dir = dir.join(dir_name(l.step));
+    let tmp = dir.join(format!("{}.tmp", dir_name(l.step)));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| file_err(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| file_err(&tmp, e))?;
+    let model_path = tmp.join(MODEL_FILE);
+    let optim_path = tmp.join(OPTIM_FILE);
+    save_tensors(
+        model_tensors(&l.model).map_err(|e| CheckpointError::Model(e.to_string()))?,
+        &model_path,
+    )?;
+    save_tensors(
+        optimizer_tensors(l).map_err(|e| CheckpointError::Model(e.to_string()))?,
+        &optim_path,
+    )?;
+    let mut files = HashMap::new();
+    files.insert(MODEL_FILE.to_string(), checksum_file(&model_path)?);
+    files.insert(OPTIM_FILE.to_string(), checksum_file(&optim_path)?);
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        step: l.step,
+        model_version: format!("step-{}", l.step),
+        created_unix_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        config: l.model.cfg.clone(),
+        rng: l.rng.clone(),
+        input,
+        files,
+    };
+    let mpath = tmp.join(MANIFEST);
+    let mut f = File::create(&mpath).map_err(|e| file_err(&mpath, e))?;
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| file_err(&mpath, e))?;
+    f.write_all(&text)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| file_err(&mpath, e))?;
+    sync_dir(&tmp)?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(|e| file_err(&final_dir, e))?;
+    }
+    std::fs::rename(&tmp, &final_dir).map_err(|e| file_err(&final_dir, e))?;
+    sync_dir(dir)?;
+    prune(dir, l.model.cfg.keep_checkpoints)?;
+    Ok(final_dir)
+}
+
+/// Checkpoint directories in `dir`, newest first (unfinished `.tmp` ones excluded).
+pub fn list(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(file_err(dir, e)),
+    };
+    let mut out: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("ckpt-") && !n.ends_with(".tmp"))
+        })
+        .collect();
+    out.sort();
+    out.reverse();
+    Ok(out)
+}
+
+fn prune(dir: &Path, keep: usize) -> Result<(), CheckpointError> {
+    for old in list(dir)?.into_iter().skip(keep.max(1)) {
+        std::fs::remove_dir_all(&old).map_err(|e| file_err(&old, e))?;
+    }
+    // Leftovers of interrupted writes.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.filter_map(|e| e.ok()) {
+            let p = e.path();
+            if p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.ends_with(".tmp"))
+            {
+                let _ = std::fs::remove_dir_all(&p);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads and verifies a checkpoint's manifest and files; returns the manifest
+/// and the verified model (and optimizer) tensor maps.
+pub fn read(
+    ckpt: &Path,
+    with_optimizer: bool,
+) -> Result<
+    (
+        Manifest,
+        HashMap<String, Tensor>,
+        Option<HashMap<String, Tensor>>,
+    ),
+    CheckpointError,
+> {
+    let mpath = ckpt.join(MANIFEST);
+    let text = std::fs::read(&mpath).map_err(|e| file_err(&mpath, e))?;
+    let manifest: Manifest = serde_json::from_slice(&text)
+        .map_err(|e| file_err(&mpath, format!("not a valid manifest: {e}")))?;
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(file_err(
+            &mpath,
+            format!(
+                "format version {} (this rliv reads {FORMAT_VERSION})",
+                manifest.format_version
+            ),
+        ));
+    }
+    let load = |name: &str| -> Result<HashMap<String, Tensor>, CheckpointError> {
+        let path = ckpt.join(name);
+        let want = manifest
+            .files
+            .get(name)
+            .ok_or_else(|| file_err(&mpath, format!("does not list {name}")))?;
+        let bytes = std::fs::read(&path).map_err(|e| file_err(&path, e))?;
+        if bytes.len() as u64 != want.bytes {
+            return Err(file_err(
+                &path,
+                format!(
+                    "truncated or altered: {} bytes, manifest says {}",
+                    bytes.len(),
+                    want.bytes
+                ),
+            ));
+        }
+        if checksum_bytes(&bytes) != want.checksum {
+            return Err(file_err(&path, "checksum mismatch: the file is corrupt"));
+        }
+        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+            .map_err(|e| file_err(&path, format!("not a valid safetensors file: {e}")))
+    };
+    let model = load(MODEL_FILE)?;
+    let optim = if with_optimizer {
+        Some(load(OPTIM_FILE)?)
+    } else {
+        None
+    };
+    Ok((manifest, model, optim))
+}
+
+/// A model (no optimizer) from the newest usable checkpoint in `dir`, with
+/// the checkpoints skipped on the way (each with its reason).
+pub fn load_newest_model(
+    dir: &Path,
+) -> Result<Option<(Model, Manifest, Vec<String>)>, CheckpointError> {
+    let mut skipped = Vec::new();
+    for ckpt in list(dir)? {
+        match read(&ckpt, false).and_then(|(manifest, map, _)| {
+            let mut model = Model::new(&manifest.config).map_err(CheckpointError::Model)?;
+            load_model_tensors(&mut model, &map)
+                .map_err(|e| file_err(&ckpt.join(MODEL_FILE), e))?;
+            Ok((model, manifest))
+        }) {
+            Ok((model, manifest)) => return Ok(Some((model, manifest, skipped))),
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    if skipped.is_empty() {
+        Ok(None)
+    } else {
+        Err(CheckpointError::NoneUsable {
+            dir: dir.to_path_buf(),
+            reasons: skipped.join("; "),
+        })
+    }
+}
+
+/// A learner restored from the newest usable checkpoint in `dir` (model,
+/// targets, optimizer moments, step, sampling state), with the skipped ones.
+/// `cfg` must describe the same model; training knobs (rates, cadence) come
+/// from `cfg`, so a resumed run can change them.
+pub fn resume(
+    dir: &Path,
+    cfg: &LearnerConfig,
+) -> Result<Option<(Learner, Manifest, Vec<String>)>, CheckpointError> {
+    let mut skipped = Vec::new();
+    for ckpt in list(dir)? {
+        let attempt = read(&ckpt, true).and_then(|(manifest, map, optim)| {
+            check_same_model(&manifest.config, cfg)
+                .map_err(|e| file_err(&ckpt.join(MANIFEST), e))?;
+            let mut l = Learner::new(cfg).map_err(CheckpointError::Model)?;
+            load_model_tensors(&mut l.model, &map)
+                .map_err(|e| file_err(&ckpt.join(MODEL_FILE), e))?;
+            if let Some(o) = optim {
+                load_optimizer_tensors(&mut l, &o)
+                    .map_err(|e| file_err(&ckpt.join(OPTIM_FILE), e))?;
+            }
+            l.step = manifest.step;
+            l.rng = manifest.rng.clone();
+            Ok((l, manifest))
+        });
+        match attempt {
+            Ok((l, m)) => return Ok(Some((l, m, skipped))),
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    if skipped.is_empty() {
+        Ok(None)
+    } else {
+        Err(CheckpointError::NoneUsable {
+            dir: dir.to_path_buf(),
+            reasons: skipped.join("; "),
+        })
+    }
+}
+
+/// The knobs that define the parameter set must match to resume.
+fn check_same_model(saved: &LearnerConfig, now: &LearnerConfig) -> Result<(), String> {
+    let key = |c: &LearnerConfig| {
+        (
+            c.embedding_dim,
+            c.id_rows,
+            c.feature_rows,
+            c.counter_buckets,
+            c.hash_seed,
+            c.hidden.clone(),
+            c.multi_task,
+            c.target_label.clone(),
+            c.supervised_head,
+            c.assist_gift,
+        )
+    };
+    if key(saved) != key(now) {
+        return Err(format!(
+            "was written with a different model shape ({:?}); the configuration now says {:?}",
+            key(saved),
+            key(now)
+        ));
+    }
+    Ok(())
+}

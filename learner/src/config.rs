@@ -1,0 +1,263 @@
+//! Section `[learner]` of the configuration. Defaults are the paper's Table 1
+//! where it gives a value.
+
+use serde::{Deserialize, Serialize};
+
+/// The four reward labels of the paper (target label set C).
+pub const LABELS: [&str; 4] = ["click", "watch", "follow", "gift"];
+
+/// Per-label values (weights, scales).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerLabel {
+    pub click: f64,
+    pub watch: f64,
+    pub follow: f64,
+    pub gift: f64,
+}
+
+impl PerLabel {
+    pub fn get(&self, label: usize) -> f64 {
+        [self.click, self.watch, self.follow, self.gift][label]
+    }
+    pub fn as_array(&self) -> [f64; 4] {
+        [self.click, self.watch, self.follow, self.gift]
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LearnerConfig {
+    // --- model (paper Table 1) ---
+    /// Embedding dimension of every table.
+    pub embedding_dim: usize,
+    /// Rows of each id table (user, author, item); ids are hashed into them.
+    pub id_rows: usize,
+    /// Rows of the shared table of categorical feature values (field, value).
+    pub feature_rows: usize,
+    /// Buckets per pair counter: bucket = min(floor(log2(1 + count)), buckets - 1).
+    pub counter_buckets: usize,
+    /// Seed of the id hashing (fixed: changing it invalidates checkpoints).
+    pub hash_seed: u64,
+    /// Seed of the weight initialisation and of the batch sampling.
+    pub seed: u64,
+    /// Hidden layers of each MLP (reward head, value nets, assistance net).
+    pub hidden: Vec<usize>,
+    /// Discount factor gamma.
+    pub gamma: f64,
+    /// Soft target update rate tau: target <- tau * online + (1 - tau) * target.
+    pub tau: f64,
+    /// Adam learning rate of the towers and the assistance net.
+    pub lr: f64,
+    /// Adam learning rate of the embedding tables (lazy Adam: only rows a batch touched).
+    pub embedding_lr: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_eps: f64,
+    /// Huber loss threshold.
+    pub huber_delta: f64,
+    /// Mini-batch size.
+    pub batch_size: usize,
+    /// Candidates j in the target max over the author's items at t+1:
+    /// the author's most recent distinct items seen in the stream (1 = the same item).
+    pub next_items: usize,
+    // --- ablation switches (paper Section 4) ---
+    /// Four towers (click, watch, follow, gift); off: one tower for `target_label`.
+    pub multi_task: bool,
+    /// The tower trained alone when `multi_task` is off.
+    pub target_label: String,
+    /// Q = r_hat + gamma * V with a supervised reward head (Eq. 8); off: Q = V.
+    pub supervised_head: bool,
+    /// The assistance gift classifier on concat(h_u, h_a) (BCE on gift > 0).
+    pub assist_gift: bool,
+    /// Rewards are multiplied by these before training (watch is in seconds).
+    pub reward_scale: PerLabel,
+    /// Combined ranking score = sum of weight * tower LIV.
+    pub score_weights: PerLabel,
+    // --- compute ---
+    /// "auto" (fused CPU kernels on "cpu", candle elsewhere), "fused" or "candle"
+    /// (candle's autograd; the same results, slower on CPU).
+    pub engine: String,
+    /// "cpu", or "cuda" (needs a build with the `cuda` feature; candle engine).
+    pub device: String,
+    /// Threads of the fused engine (towers are split over them); 0 = all cores.
+    pub num_threads: usize,
+    // --- streaming training ---
+    /// Capacity of the real-time sample buffer (a ring of transitions).
+    pub buffer_capacity: usize,
+    /// TD updates per new transition (0.002 with batch 1024: each sample is
+    /// used about twice).
+    pub updates_per_transition: f64,
+    /// Transitions in the buffer before the first update.
+    pub min_buffer: usize,
+    /// Write a checkpoint every this many updates (0 = off)...
+    pub checkpoint_every_updates: u64,
+    /// ...and/or every this many seconds (0 = off).
+    pub checkpoint_every_secs: u64,
+    /// Checkpoints kept (the newest).
+    pub keep_checkpoints: usize,
+    /// Seconds between progress log lines.
+    pub log_every_secs: u64,
+}
+
+impl Default for LearnerConfig {
+    fn default() -> Self {
+        LearnerConfig {
+            embedding_dim: 32,
+            id_rows: 1 << 20,
+            feature_rows: 1 << 16,
+            counter_buckets: 32,
+            hash_seed: 0x5EED_0F_1B_u64,
+            seed: 7,
+            hidden: vec![64, 64],
+            gamma: 0.9,
+            tau: 0.005,
+            lr: 1e-3,
+            embedding_lr: 1e-3,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            huber_delta: 1.0,
+            batch_size: 1024,
+            next_items: 1,
+            multi_task: true,
+            target_label: "watch".into(),
+            supervised_head: true,
+            assist_gift: true,
+            reward_scale: PerLabel {
+                click: 1.0,
+                watch: 0.1,
+                follow: 1.0,
+                gift: 1.0,
+            },
+            score_weights: PerLabel {
+                click: 0.0,
+                watch: 1.0,
+                follow: 0.0,
+                gift: 0.0,
+            },
+            engine: "auto".into(),
+            device: "cpu".into(),
+            num_threads: 0,
+            buffer_capacity: 1_000_000,
+            updates_per_transition: 0.002,
+            min_buffer: 10_000,
+            checkpoint_every_updates: 5_000,
+            checkpoint_every_secs: 300,
+            keep_checkpoints: 3,
+            log_every_secs: 10,
+        }
+    }
+}
+
+/// Score weight presets: `watch` (the paper's offline and Kuaishou choice)
+/// and `revenue` (follow and gift LIV, as on Kwai).
+pub fn score_preset(name: &str) -> Option<PerLabel> {
+    match name {
+        "watch" => Some(PerLabel {
+            click: 0.0,
+            watch: 1.0,
+            follow: 0.0,
+            gift: 0.0,
+        }),
+        "revenue" => Some(PerLabel {
+            click: 0.0,
+            watch: 0.0,
+            follow: 1.0,
+            gift: 1.0,
+        }),
+        _ => None,
+    }
+}
+
+impl LearnerConfig {
+    /// Threads the fused engine uses.
+    pub fn threads(&self) -> usize {
+        if self.num_threads > 0 {
+            self.num_threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// Indices (into [`LABELS`]) of the towers this configuration trains.
+    pub fn towers(&self) -> Vec<usize> {
+        if self.multi_task {
+            vec![0, 1, 2, 3]
+        } else {
+            LABELS
+                .iter()
+                .position(|l| *l == self.target_label)
+                .into_iter()
+                .collect()
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        let pos = |name: &str, v: usize| {
+            if v == 0 {
+                Err(format!("learner.{name} must be >= 1"))
+            } else {
+                Ok(())
+            }
+        };
+        pos("embedding_dim", self.embedding_dim)?;
+        pos("id_rows", self.id_rows)?;
+        pos("feature_rows", self.feature_rows)?;
+        pos("counter_buckets", self.counter_buckets)?;
+        pos("batch_size", self.batch_size)?;
+        pos("next_items", self.next_items)?;
+        pos("buffer_capacity", self.buffer_capacity)?;
+        pos("keep_checkpoints", self.keep_checkpoints)?;
+        if self.hidden.is_empty() || self.hidden.contains(&0) {
+            return Err("learner.hidden must be a non-empty list of sizes >= 1".into());
+        }
+        if !(0.0..1.0).contains(&self.gamma) {
+            return Err(format!(
+                "learner.gamma must be in [0, 1), got {}",
+                self.gamma
+            ));
+        }
+        if !(self.tau > 0.0 && self.tau <= 1.0) {
+            return Err(format!("learner.tau must be in (0, 1], got {}", self.tau));
+        }
+        for (name, v) in [
+            ("lr", self.lr),
+            ("embedding_lr", self.embedding_lr),
+            ("adam_eps", self.adam_eps),
+            ("huber_delta", self.huber_delta),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("learner.{name} must be a positive number, got {v}"));
+            }
+        }
+        for (name, v) in [
+            ("adam_beta1", self.adam_beta1),
+            ("adam_beta2", self.adam_beta2),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(format!("learner.{name} must be in [0, 1), got {v}"));
+            }
+        }
+        if !(self.updates_per_transition.is_finite() && self.updates_per_transition >= 0.0) {
+            return Err("learner.updates_per_transition must be >= 0".into());
+        }
+        if !self.multi_task && !LABELS.contains(&self.target_label.as_str()) {
+            return Err(format!(
+                "learner.target_label must be one of {LABELS:?}, got {:?}",
+                self.target_label
+            ));
+        }
+        for w in self
+            .reward_scale
+            .as_array()
+            .iter()
+            .chain(self.score_weights.as_array().iter())
+        {
+            if !w.is_finite() {
+                return Err("learner.reward_scale and learner.score_weights must be finite".into());
+            }
+        }
+        Ok(())
+    }
+}

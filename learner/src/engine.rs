@@ -1,0 +1,88 @@
+//! The two interchangeable ways to compute the loss of Eq. 10 and its
+//! gradients: the fused CPU kernels (default on CPU) and candle's autograd
+//! (any candle device: CPU, or CUDA with the `cuda` feature). Both read the
+//! same host parameters and return the same gradients; the optimizer and the
+//! checkpoints do not know which one ran.
+
+use crate::autograd::CandleEngine;
+use crate::fused::FusedEngine;
+use crate::learner::StepStats;
+use crate::model::Model;
+use crate::nets::StackParams;
+
+/// One batch, laid out for the engines.
+pub struct BatchData<'a> {
+    /// `H_t`, `(b, d)` row-major.
+    pub x: &'a [f32],
+    /// `H_{t+1, j}`, `(b * j, d)`, sample-major.
+    pub xn: &'a [f32],
+    pub b: usize,
+    pub d: usize,
+    pub j: usize,
+    /// Scaled rewards, tower-major `(T, b)`.
+    pub rewards: &'a [f32],
+    /// Assistance labels (gift > 0), `(b)`.
+    pub gift: &'a [f32],
+}
+
+/// Gradients of the loss with respect to every parameter and to `H_t`.
+#[derive(Clone, Debug)]
+pub struct Grads {
+    pub towers: StackParams,
+    pub assist: Option<StackParams>,
+    /// dL/dH_t, `(b, d)`.
+    pub dx: Vec<f32>,
+}
+
+pub enum Engine {
+    Fused(FusedEngine),
+    Candle(CandleEngine),
+}
+
+impl Engine {
+    /// `name`: "fused" or "candle"; `device`: "cpu" or "cuda" (candle only).
+    pub fn new(name: &str, device: &str, threads: usize) -> Result<Engine, String> {
+        match (name, device) {
+            ("auto", "cpu") | ("fused", "cpu") => Ok(Engine::Fused(FusedEngine::new(threads))),
+            ("fused", other) => Err(format!(
+                "the fused engine runs on the CPU only, not {other:?}"
+            )),
+            ("auto", dev) | ("candle", dev) => {
+                let dev = crate::device(dev).map_err(|e| e.to_string())?;
+                Ok(Engine::Candle(CandleEngine::new(dev)))
+            }
+            (other, _) => Err(format!(
+                "unknown learner.engine {other:?} (expected \"auto\", \"fused\" or \"candle\")"
+            )),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Fused(_) => "fused",
+            Engine::Candle(_) => "candle",
+        }
+    }
+
+    pub fn loss_and_grads(
+        &mut self,
+        model: &Model,
+        data: &BatchData<'_>,
+        grads: bool,
+    ) -> Result<(StepStats, Option<Grads>), String> {
+        match self {
+            Engine::Fused(f) => Ok(f.loss_and_grads(model, data, grads)),
+            Engine::Candle(c) => c
+                .loss_and_grads(model, data, grads)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Online Q values `(T, 2, b)` of `x` `(b, d)`, tower-major.
+    pub fn q_values(&mut self, model: &Model, x: &[f32], b: usize) -> Result<Vec<f32>, String> {
+        match self {
+            Engine::Fused(f) => Ok(f.q_values(model, x, b)),
+            Engine::Candle(c) => c.q_values(model, x, b).map_err(|e| e.to_string()),
+        }
+    }
+}

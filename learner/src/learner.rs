@@ -1,0 +1,185 @@
+//! One TD update of the multi-task critic (paper Eq. 5-10) and the state that
+//! survives between updates: the model, the optimizer moments, the step and
+//! the sampling random generator.
+
+use crate::buffer::{RecentItems, Ring, Sample};
+use crate::config::LearnerConfig;
+use crate::embed::Lookup;
+use crate::engine::{BatchData, Engine, Grads};
+use crate::model::Model;
+use crate::nets::{AdamParams, AdamState};
+use crate::rng::Rng;
+
+/// The figures of one update (or one loss evaluation).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StepStats {
+    /// Total loss of Eq. 10.
+    pub loss: f32,
+    /// Per tower (in `Model::labels` order): supervised reward loss (0 without the head).
+    pub reward_loss: Vec<f32>,
+    /// Per tower: the critic loss `sum_k huber(Q_k, y)`.
+    pub critic_loss: Vec<f32>,
+    /// Per tower: mean |Q_k - y| over the batch and k.
+    pub td_error: Vec<f32>,
+    /// Assistance gift BCE (`None` when the network is off).
+    pub assist_loss: Option<f32>,
+}
+
+pub struct Learner {
+    pub model: Model,
+    pub engine: Engine,
+    pub tower_adam: AdamState,
+    pub assist_adam: Option<AdamState>,
+    /// Updates done.
+    pub step: u64,
+    pub rng: Rng,
+    pub recent: RecentItems,
+    bufs: Bufs,
+}
+
+/// Batch buffers, reused across steps.
+#[derive(Default)]
+struct Bufs {
+    lookup: Lookup,
+    next: Lookup,
+    x: Vec<f32>,
+    xn: Vec<f32>,
+    rewards: Vec<f32>,
+    gift: Vec<f32>,
+}
+
+impl Learner {
+    /// A fresh learner; `engine`: "auto", "fused" or "candle"; `device`: "cpu" or "cuda".
+    pub fn new(cfg: &LearnerConfig) -> Result<Learner, String> {
+        let model = Model::new(cfg)?;
+        let engine = Engine::new(&cfg.engine, &cfg.device, cfg.threads())?;
+        let tower_adam = AdamState::new(&model.towers);
+        let assist_adam = model.assist.as_ref().map(AdamState::new);
+        Ok(Learner {
+            model,
+            engine,
+            tower_adam,
+            assist_adam,
+            step: 0,
+            rng: Rng::new(cfg.seed ^ 0xB0A7),
+            recent: RecentItems::new(cfg.next_items),
+            bufs: Bufs::default(),
+        })
+    }
+
+    pub fn cfg(&self) -> &LearnerConfig {
+        &self.model.cfg
+    }
+
+    /// Records a new transition's item as a recent item of its author.
+    pub fn observe(&mut self, s: &Sample) {
+        self.recent.observe(s.author_id, s.item_id, &s.item_feats);
+    }
+
+    fn fill(&mut self, samples: &[&Sample]) {
+        let m = &self.model;
+        let bufs = &mut self.bufs;
+        bufs.lookup = Lookup::default();
+        bufs.next = Lookup::default();
+        let b = samples.len();
+        let t = m.labels.len();
+        let scale = m.cfg.reward_scale.as_array();
+        bufs.rewards.clear();
+        bufs.rewards.resize(t * b, 0.0);
+        bufs.gift.clear();
+        for (i, s) in samples.iter().enumerate() {
+            m.emb.push(&mut bufs.lookup, &s.input(), None);
+            let nx = s.next_input();
+            for cand in self.recent.candidates(s) {
+                m.emb.push(&mut bufs.next, &nx, Some(cand));
+            }
+            for (k, &label) in m.labels.iter().enumerate() {
+                bufs.rewards[k * b + i] = s.reward[label] * scale[label] as f32;
+            }
+            bufs.gift.push(if s.reward[3] > 0.0 { 1.0 } else { 0.0 });
+        }
+        m.emb.gather(&bufs.lookup, &mut bufs.x);
+        m.emb.gather(&bufs.next, &mut bufs.xn);
+    }
+
+    fn run(
+        &mut self,
+        samples: &[&Sample],
+        grads: bool,
+    ) -> Result<(StepStats, Option<Grads>), String> {
+        if samples.is_empty() {
+            return Err("an empty batch".into());
+        }
+        self.fill(samples);
+        let b = samples.len();
+        let data = BatchData {
+            x: &self.bufs.x,
+            xn: &self.bufs.xn,
+            b,
+            d: self.model.emb.input_dim(),
+            j: self.bufs.next.len() / b,
+            rewards: &self.bufs.rewards,
+            gift: &self.bufs.gift,
+        };
+        self.engine.loss_and_grads(&self.model, &data, grads)
+    }
+
+    /// The loss of `samples` under the current parameters, without updating.
+    pub fn evaluate(&mut self, samples: &[&Sample]) -> Result<StepStats, String> {
+        Ok(self.run(samples, false)?.0)
+    }
+
+    /// Gradients of the loss on `samples` (tests compare the engines with it).
+    pub fn gradients(&mut self, samples: &[&Sample]) -> Result<(StepStats, Grads), String> {
+        let (s, g) = self.run(samples, true)?;
+        Ok((s, g.ok_or("the engine returned no gradients")?))
+    }
+
+    /// One TD update on `samples`: Adam on the towers and the assistance net,
+    /// lazy Adam on the embedding rows the batch used, then the soft update
+    /// of the target towers.
+    pub fn train_step(&mut self, samples: &[&Sample]) -> Result<StepStats, String> {
+        let (stats, g) = self.run(samples, true)?;
+        let g = g.ok_or("the engine returned no gradients")?;
+        if !stats.loss.is_finite() {
+            return Err(format!(
+                "the loss is not finite ({}) at step {}: lower learner.lr or the reward scales",
+                stats.loss, self.step
+            ));
+        }
+        self.step += 1;
+        let cfg = &self.model.cfg;
+        let hp = AdamParams {
+            lr: cfg.lr,
+            beta1: cfg.adam_beta1,
+            beta2: cfg.adam_beta2,
+            eps: cfg.adam_eps,
+        };
+        let emb_hp = AdamParams {
+            lr: cfg.embedding_lr,
+            ..hp
+        };
+        let tau = cfg.tau as f32;
+        self.tower_adam
+            .step(&mut self.model.towers, &g.towers, self.step, &hp);
+        if let (Some(p), Some(opt), Some(ga)) = (
+            self.model.assist.as_mut(),
+            self.assist_adam.as_mut(),
+            g.assist.as_ref(),
+        ) {
+            opt.step(p, ga, self.step, &hp);
+        }
+        self.model
+            .emb
+            .adam_step(&self.bufs.lookup, &g.dx, self.step, &emb_hp);
+        self.model.target.soft_update_from(&self.model.towers, tau);
+        Ok(stats)
+    }
+
+    /// Draws `batch_size` samples uniformly from `buffer` and trains on them.
+    pub fn train_from(&mut self, buffer: &Ring) -> Result<StepStats, String> {
+        let n = self.model.cfg.batch_size;
+        let samples = buffer.sample(&mut self.rng, n);
+        self.train_step(&samples)
+    }
+}

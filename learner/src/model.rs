@@ -1,0 +1,132 @@
+//! The RLIV-UA model (paper Section 3.2, Fig. 3): shared embeddings, one tower
+//! per label with a reward head `r_hat` and two value nets `V_1, V_2`, their
+//! soft-updated target copies, and the assistance gift classifier.
+//!
+//! [`Model::score`] is the one scoring path: the learner's evaluation, the
+//! ranking service and the simulator all call it.
+//!
+//! Target copies cover the towers; the embedding layer is shared by the online
+//! and target networks (the target reads the current embeddings without
+//! gradient). A target copy of the 100M-parameter tables, soft-updated every
+//! step, would cost a full pass over them per update.
+
+use crate::config::{LearnerConfig, LABELS};
+use crate::embed::{Embeddings, Lookup, PairInput};
+use crate::engine::Engine;
+use crate::nets::StackParams;
+use crate::rng::Rng;
+
+/// Per-candidate output of [`Model::score`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct Liv {
+    /// Each tower's LIV (the min of its two Q values), in [`LABELS`] order;
+    /// `None` for towers the configuration does not train.
+    pub towers: [Option<f32>; 4],
+    /// `sum(score_weights[l] * towers[l])` over the trained towers.
+    pub score: f32,
+}
+
+pub struct Model {
+    pub cfg: LearnerConfig,
+    pub emb: Embeddings,
+    /// Labels (indices into [`LABELS`]) of the towers, in net order.
+    pub labels: Vec<usize>,
+    /// Nets per tower: `[r_hat, v1, v2]` or `[v1, v2]` without the supervised head.
+    pub per_tower: usize,
+    pub towers: StackParams,
+    pub target: StackParams,
+    pub assist: Option<StackParams>,
+}
+
+/// Names of the nets of one tower, in order.
+pub fn net_names(supervised_head: bool) -> &'static [&'static str] {
+    if supervised_head {
+        &["reward", "v1", "v2"]
+    } else {
+        &["v1", "v2"]
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ModelSizes {
+    pub embedding_params: usize,
+    pub net_params: usize,
+    /// Weights: embeddings, online nets, target towers.
+    pub bytes: usize,
+    /// Adam's two moments of every trained parameter.
+    pub optimizer_bytes: usize,
+}
+
+impl Model {
+    pub fn new(cfg: &LearnerConfig) -> Result<Model, String> {
+        cfg.validate()?;
+        let mut rng = Rng::new(cfg.seed);
+        let emb = Embeddings::new(cfg, &mut rng);
+        let labels = cfg.towers();
+        let per_tower = net_names(cfg.supervised_head).len();
+        let towers = StackParams::new(
+            labels.len() * per_tower,
+            emb.input_dim(),
+            &cfg.hidden,
+            &mut rng,
+        );
+        let target = towers.clone();
+        let assist = cfg
+            .assist_gift
+            .then(|| StackParams::new(1, 2 * cfg.embedding_dim, &cfg.hidden[..1], &mut rng));
+        Ok(Model {
+            cfg: cfg.clone(),
+            emb,
+            labels,
+            per_tower,
+            towers,
+            target,
+            assist,
+        })
+    }
+
+    /// Scores candidates with `engine`: each tower's LIV and the weighted sum.
+    pub fn score(&self, engine: &mut Engine, inputs: &[PairInput<'_>]) -> Result<Vec<Liv>, String> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut lookup = Lookup::default();
+        for x in inputs {
+            self.emb.push(&mut lookup, x, None);
+        }
+        let mut h = Vec::new();
+        self.emb.gather(&lookup, &mut h);
+        let b = inputs.len();
+        let q = engine.q_values(self, &h, b)?;
+        let weights = self.cfg.score_weights.as_array();
+        Ok((0..b)
+            .map(|i| {
+                let mut towers = [None; 4];
+                let mut score = 0.0f32;
+                for (t, &label) in self.labels.iter().enumerate() {
+                    let liv = q[(t * 2) * b + i].min(q[(t * 2 + 1) * b + i]);
+                    towers[label] = Some(liv);
+                    score += weights[label] as f32 * liv;
+                }
+                Liv { towers, score }
+            })
+            .collect())
+    }
+
+    pub fn sizes(&self) -> ModelSizes {
+        let (emb_bytes, emb_moments) = self.emb.bytes();
+        let tower_params = self.towers.param_count();
+        let net_params = tower_params + self.assist.as_ref().map_or(0, StackParams::param_count);
+        ModelSizes {
+            embedding_params: emb_bytes / 4,
+            net_params,
+            bytes: emb_bytes + 4 * net_params + 4 * tower_params,
+            optimizer_bytes: emb_moments + 8 * net_params,
+        }
+    }
+
+    /// Tower names for logs: `click`, `watch`, ...
+    pub fn tower_names(&self) -> Vec<&'static str> {
+        self.labels.iter().map(|l| LABELS[*l]).collect()
+    }
+}
