@@ -30,6 +30,19 @@ pub enum BenchCmd {
         #[arg(long)]
         transitions: bool,
     },
+    /// TD samples per second of the learner at the configured batch size
+    /// (synthetic transitions, default model), FLOPs per sample, memory.
+    Learner {
+        /// Updates to time (after 3 warm-up updates).
+        #[arg(long, default_value_t = 50)]
+        steps: u64,
+        /// Threads of the fused engine (default: learner.num_threads).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// "fused" or "candle" (default: learner.engine).
+        #[arg(long)]
+        engine: Option<String>,
+    },
     /// Bytes per pair on disk after compaction, for N synthetic pairs.
     State {
         #[arg(long, default_value_t = 10_000_000)]
@@ -48,6 +61,11 @@ pub fn run(cfg: &Config, cmd: BenchCmd, config_file: Option<&Path>) -> Result<()
             transitions,
         } => bench_replay(cfg, exposures, workers, dir, transitions, config_file),
         BenchCmd::State { pairs, dir } => bench_state(cfg, pairs, dir),
+        BenchCmd::Learner {
+            steps,
+            threads,
+            engine,
+        } => bench_learner(cfg, steps, threads, engine),
     }
 }
 
@@ -210,5 +228,49 @@ fn bench_state(cfg: &Config, pairs: u64, dir: Option<PathBuf>) -> Result<()> {
         sst as f64 / pairs as f64,
         opts.compression
     );
+    Ok(())
+}
+
+fn bench_learner(
+    cfg: &Config,
+    steps: u64,
+    threads: Option<usize>,
+    engine: Option<String>,
+) -> Result<()> {
+    let mut l = cfg.learner.clone();
+    if let Some(t) = threads {
+        l.num_threads = t;
+    }
+    if let Some(e) = engine {
+        l.engine = e;
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let r = rliv_learner::bench::run(&l, steps).map_err(anyhow::Error::msg)?;
+    let gflops = r.flops_per_sample * r.samples_per_sec / 1e9;
+    println!(
+        "bench learner: {} engine, batch {}, {} updates in {:.2}s on {} threads ({} cores)",
+        l.engine,
+        r.batch,
+        r.steps,
+        r.seconds,
+        l.threads(),
+        cores
+    );
+    println!(
+        "  throughput      {:.0} TD samples/s ({:.1} updates/s)",
+        r.samples_per_sec,
+        r.samples_per_sec / r.batch as f64
+    );
+    println!(
+        "  compute         {:.2} MFLOP/sample (towers fwd+bwd, targets fwd, assist) = {:.1} GFLOP/s",
+        r.flops_per_sample / 1e6,
+        gflops
+    );
+    println!(
+        "  memory          {:.0} MiB weights (embeddings, nets, targets) + {:.0} MiB Adam moments",
+        r.model_bytes as f64 / (1 << 20) as f64,
+        r.optimizer_bytes as f64 / (1 << 20) as f64
+    );
+    println!("  last loss       {:.4}", r.last_loss);
     Ok(())
 }

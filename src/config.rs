@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use rliv_dataflows::{JoinConfig, ReplayConfig};
+use rliv_learner::LearnerConfig;
 use rliv_state::StoreOptions;
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +21,7 @@ pub struct Config {
     pub replay: ReplayConfig,
     pub state: StoreOptions,
     pub gen: GenConfig,
+    pub learner: LearnerConfig,
 }
 
 impl Config {
@@ -44,24 +46,30 @@ impl Config {
                 continue;
             };
             let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
-            let [section, key] = parts.as_slice() else {
-                bail!("environment variable {k}: expected RLIV__SECTION__KEY");
-            };
+            if parts.len() < 2 || parts.iter().any(String::is_empty) {
+                bail!("environment variable {k}: expected RLIV__SECTION__KEY (or RLIV__SECTION__TABLE__KEY)");
+            }
             let value = toml::from_str::<toml::Table>(&format!("v = {v}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
                 .unwrap_or_else(|| toml::Value::String(v.clone()));
-            let mut patch = toml::Table::new();
-            let mut inner = toml::Table::new();
-            inner.insert(key.clone(), value);
-            patch.insert(section.clone(), toml::Value::Table(inner));
-            merge(&mut table, patch);
+            // Build {section = {..{key = value}}} from the innermost key out.
+            let mut node = value;
+            for part in parts.iter().rev() {
+                let mut t = toml::Table::new();
+                t.insert(part.clone(), node);
+                node = toml::Value::Table(t);
+            }
+            if let toml::Value::Table(patch) = node {
+                merge(&mut table, patch);
+            }
         }
         let cfg: Config = toml::Value::Table(table)
             .try_into()
             .context("invalid configuration (see `rliv config show` and configs/default.toml)")?;
         cfg.join.validate().map_err(anyhow::Error::msg)?;
         cfg.replay.validate().map_err(anyhow::Error::msg)?;
+        cfg.learner.validate().map_err(anyhow::Error::msg)?;
         Ok(cfg)
     }
 
@@ -91,6 +99,25 @@ mod tests {
         assert_eq!(cfg.join, JoinConfig::default());
         assert_eq!(cfg.replay, ReplayConfig::default());
         assert_eq!(cfg.gen, GenConfig::default());
+        assert_eq!(cfg.learner, LearnerConfig::default());
+    }
+
+    #[test]
+    fn nested_tables_can_be_overridden_from_the_environment() {
+        let env = vec![
+            (
+                "RLIV__LEARNER__REWARD_SCALE__WATCH".to_string(),
+                "0.5".to_string(),
+            ),
+            (
+                "RLIV__LEARNER__SCORE_PRESET".to_string(),
+                "revenue".to_string(),
+            ),
+        ];
+        let cfg = Config::load_with_env(None, &env).unwrap();
+        assert_eq!(cfg.learner.reward_scale.watch, 0.5);
+        assert_eq!(cfg.learner.weights().gift, 1.0);
+        assert_eq!(cfg.learner.reward_scale.click, 1.0);
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! The `rliv` binary's library: configuration, the synthetic log generator
-//! and the benchmark commands. The streaming core lives in `rliv-dataflows`,
-//! the pair store in `rliv-state`.
+//! The `rliv` binary's library: configuration, the synthetic log generator,
+//! training commands and the benchmark commands. The streaming core lives in
+//! `rliv-dataflows`, the pair store in `rliv-state`, the learner and the
+//! scoring path in `rliv-learner`.
 
 pub mod bench;
 pub mod config;
 pub mod gen;
+pub mod train;

@@ -45,8 +45,31 @@ enum Cmd {
         #[arg(long)]
         gzip: bool,
     },
-    /// Replay exposure and action files into a pair-state directory.
+    /// Replay exposure and action files into a pair-state directory
+    /// (with --train, train the learner on its transitions as they come).
     Replay(ReplayArgs),
+    /// Train the learner from a transitions file (JSONL, as `replay --transitions` writes).
+    Train {
+        /// Transitions JSONL (.gz too).
+        #[arg(long)]
+        transitions: PathBuf,
+        /// Checkpoint directory (ckpt-<step>/ with safetensors + manifest.json).
+        #[arg(long)]
+        checkpoints: PathBuf,
+        /// Continue from the newest usable checkpoint in --checkpoints (and skip
+        /// the transitions it already trained on).
+        #[arg(long)]
+        resume: bool,
+        /// Updates drawn from the buffer after the file ends (more epochs over it).
+        #[arg(long, default_value_t = 0)]
+        extra_updates: u64,
+        /// Dead-letter file for bad lines (default: CHECKPOINTS/dead-letters.jsonl).
+        #[arg(long)]
+        dead_letters: Option<PathBuf>,
+        /// No progress lines.
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
     /// Print pair state, sorted by (user_id, author_id).
     Dump {
         #[arg(long)]
@@ -124,6 +147,15 @@ struct ReplayArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Train the learner on the transitions while replaying (needs --checkpoints).
+    #[arg(long, requires = "checkpoints")]
+    train: bool,
+    /// Checkpoint directory of the learner (with --train).
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
+    /// Continue the learner from its newest checkpoint (with --train).
+    #[arg(long)]
+    resume: bool,
 }
 
 fn main() -> ExitCode {
@@ -142,7 +174,7 @@ fn main() -> ExitCode {
                 matches!(
                     c.downcast_ref::<JobError>(),
                     Some(JobError::Input(_) | JobError::Resume(_) | JobError::Config(_))
-                )
+                ) || c.downcast_ref::<rliv::train::UsageError>().is_some()
             });
             ExitCode::from(if bad_input { 2 } else { 1 })
         }
@@ -176,6 +208,22 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Replay(args) => replay(&cfg, args),
+        Cmd::Train {
+            transitions,
+            checkpoints,
+            resume,
+            extra_updates,
+            dead_letters,
+            quiet,
+        } => rliv::train::train_file(
+            &cfg.learner,
+            &transitions,
+            &checkpoints,
+            resume,
+            extra_updates,
+            dead_letters,
+            quiet,
+        ),
         Cmd::Dump {
             state,
             user,
@@ -217,6 +265,21 @@ fn replay(cfg: &Config, args: ReplayArgs) -> Result<()> {
     }
     let progress = Arc::new(Progress::default());
     req.progress = Some(progress.clone());
+    let learner = match (args.train, &args.checkpoints) {
+        (true, Some(dir)) => {
+            let (attached, tx) = rliv::train::attach(
+                &cfg.learner,
+                dir,
+                args.resume,
+                &req.state_dir,
+                cfg.replay.transitions_channel_capacity,
+                args.quiet,
+            )?;
+            req.consumer = Some(tx);
+            Some(attached)
+        }
+        _ => None,
+    };
     let show = !args.quiet && std::io::stderr().is_terminal();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bar_thread = show.then(|| {
@@ -228,11 +291,26 @@ fn replay(cfg: &Config, args: ReplayArgs) -> Result<()> {
     if let Some(t) = bar_thread {
         let _ = t.join();
     }
+    // The replay dropped its end of the channel: the learner finishes its
+    // owed updates and writes its final checkpoint.
+    let trained = match learner {
+        Some(a) => {
+            let r = a
+                .handle
+                .join()
+                .map_err(|_| anyhow::anyhow!("the learner thread panicked"))?;
+            Some(r.context("training failed")?)
+        }
+        None => None,
+    };
     let summary = result.context("replay failed")?;
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         print_summary(&summary);
+    }
+    if let Some((_, t)) = trained {
+        rliv::train::print_summary(&t);
     }
     Ok(())
 }

@@ -98,6 +98,8 @@ pub struct LearnerConfig {
     pub keep_checkpoints: usize,
     /// Seconds between progress log lines.
     pub log_every_secs: u64,
+    /// "" (use `score_weights`), "watch" or "revenue": see [`score_preset`].
+    pub score_preset: String,
 }
 
 impl Default for LearnerConfig {
@@ -107,7 +109,7 @@ impl Default for LearnerConfig {
             id_rows: 1 << 20,
             feature_rows: 1 << 16,
             counter_buckets: 32,
-            hash_seed: 0x5EED_0F_1B_u64,
+            hash_seed: 1_592_594_203,
             seed: 7,
             hidden: vec![64, 64],
             gamma: 0.9,
@@ -146,6 +148,7 @@ impl Default for LearnerConfig {
             checkpoint_every_secs: 300,
             keep_checkpoints: 3,
             log_every_secs: 10,
+            score_preset: String::new(),
         }
     }
 }
@@ -171,6 +174,11 @@ pub fn score_preset(name: &str) -> Option<PerLabel> {
 }
 
 impl LearnerConfig {
+    /// The weights of the combined score (the preset's, if one is named).
+    pub fn weights(&self) -> PerLabel {
+        score_preset(&self.score_preset).unwrap_or(self.score_weights)
+    }
+
     /// Threads the fused engine uses.
     pub fn threads(&self) -> usize {
         if self.num_threads > 0 {
@@ -211,6 +219,12 @@ impl LearnerConfig {
         pos("keep_checkpoints", self.keep_checkpoints)?;
         if self.hidden.is_empty() || self.hidden.contains(&0) {
             return Err("learner.hidden must be a non-empty list of sizes >= 1".into());
+        }
+        if !self.score_preset.is_empty() && score_preset(&self.score_preset).is_none() {
+            return Err(format!(
+                "learner.score_preset must be \"\", \"watch\" or \"revenue\", got {:?}",
+                self.score_preset
+            ));
         }
         if !(0.0..1.0).contains(&self.gamma) {
             return Err(format!(

@@ -19,6 +19,7 @@ pub mod config;
 pub mod embed;
 pub mod engine;
 pub mod fused;
+pub mod input;
 pub mod learner;
 pub mod model;
 pub mod nets;

@@ -98,7 +98,7 @@ impl Model {
         self.emb.gather(&lookup, &mut h);
         let b = inputs.len();
         let q = engine.q_values(self, &h, b)?;
-        let weights = self.cfg.score_weights.as_array();
+        let weights = self.cfg.weights().as_array();
         Ok((0..b)
             .map(|i| {
                 let mut towers = [None; 4];

@@ -1,1 +1,294 @@
-//! placeholder
+//! Streaming training: transitions arrive on a bounded channel (from the
+//! replay's dataflow or from a transitions file), fill the real-time sample
+//! buffer, and the learner runs `updates_per_transition` TD updates per new
+//! transition, checkpointing on a fixed cadence.
+//!
+//! The learner drains the channel between updates, so the dataflow waits on
+//! it only through the channel's own backpressure: when training cannot keep
+//! up with the configured ratio, the channel fills and the replay slows down
+//! to the learner's pace (the ratio is honoured, nothing is dropped).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rliv_dataflows::event::Transition;
+
+use crate::buffer::{Ring, Sample};
+use crate::checkpoint;
+use crate::learner::{Learner, StepStats};
+
+/// Live figures of a training run (progress line, `/metrics`).
+#[derive(Default)]
+pub struct TrainProgress {
+    pub received: AtomicU64,
+    pub updates: AtomicU64,
+    pub buffer_len: AtomicU64,
+    pub buffer_capacity: AtomicU64,
+    pub checkpoints: AtomicU64,
+    /// Step of the newest checkpoint written.
+    pub checkpoint_step: AtomicU64,
+    /// The last update's figures, with tower names.
+    pub last: Mutex<Option<(Vec<&'static str>, StepStats)>>,
+}
+
+pub struct TrainOptions {
+    /// Where checkpoints go (none: no checkpoints).
+    pub checkpoints: Option<PathBuf>,
+    /// Updates drawn from the buffer after the input ended.
+    pub extra_updates: u64,
+    /// The input position recorded in each checkpoint's manifest, given the
+    /// number of transitions received so far.
+    pub input_position: Box<dyn Fn(u64) -> serde_json::Value + Send>,
+    /// Print a progress line every `log_every_secs`.
+    pub log: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub received: u64,
+    pub updates: u64,
+    pub seconds: f64,
+    pub updates_per_s: f64,
+    pub samples_per_s: f64,
+    pub checkpoints_written: u64,
+    pub last_checkpoint: Option<PathBuf>,
+    pub last: Option<StepStats>,
+    pub towers: Vec<&'static str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("training: {0}")]
+    Step(String),
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+}
+
+struct Run<'a> {
+    learner: &'a mut Learner,
+    opts: &'a TrainOptions,
+    progress: &'a TrainProgress,
+    ring: Ring,
+    updates: u64,
+    received: u64,
+    owed: f64,
+    last: Option<StepStats>,
+    last_ckpt: Instant,
+    last_ckpt_step: u64,
+    last_log: Instant,
+    log_updates: u64,
+    written: u64,
+    last_path: Option<PathBuf>,
+}
+
+impl Run<'_> {
+    fn push(&mut self, t: &Transition) {
+        let s = Sample::from(t);
+        self.learner.observe(&s);
+        self.ring.push(s);
+        self.received += 1;
+        self.owed += self.learner.cfg().updates_per_transition;
+        self.progress
+            .received
+            .store(self.received, Ordering::Relaxed);
+        self.progress
+            .buffer_len
+            .store(self.ring.len() as u64, Ordering::Relaxed);
+    }
+
+    fn update(&mut self) -> Result<(), TrainError> {
+        let stats = self
+            .learner
+            .train_from(&self.ring)
+            .map_err(TrainError::Step)?;
+        self.updates += 1;
+        self.progress.updates.store(self.updates, Ordering::Relaxed);
+        if let Ok(mut l) = self.progress.last.lock() {
+            *l = Some((self.learner.model.tower_names(), stats.clone()));
+        }
+        self.last = Some(stats);
+        let cfg = self.learner.cfg();
+        let by_updates = cfg.checkpoint_every_updates > 0
+            && self.learner.step - self.last_ckpt_step >= cfg.checkpoint_every_updates;
+        let by_time = cfg.checkpoint_every_secs > 0
+            && self.last_ckpt.elapsed() >= Duration::from_secs(cfg.checkpoint_every_secs);
+        if by_updates || by_time {
+            self.checkpoint()?;
+        }
+        self.maybe_log(false);
+        Ok(())
+    }
+
+    fn checkpoint(&mut self) -> Result<(), TrainError> {
+        let Some(dir) = self.opts.checkpoints.as_ref() else {
+            return Ok(());
+        };
+        if self.learner.step == self.last_ckpt_step && self.written > 0 {
+            return Ok(());
+        }
+        let path = checkpoint::save(self.learner, dir, (self.opts.input_position)(self.received))?;
+        self.written += 1;
+        self.last_ckpt = Instant::now();
+        self.last_ckpt_step = self.learner.step;
+        self.progress
+            .checkpoints
+            .store(self.written, Ordering::Relaxed);
+        self.progress
+            .checkpoint_step
+            .store(self.learner.step, Ordering::Relaxed);
+        tracing::info!("checkpoint {}", path.display());
+        self.last_path = Some(path);
+        Ok(())
+    }
+
+    fn maybe_log(&mut self, force: bool) {
+        let every = Duration::from_secs(self.learner.cfg().log_every_secs.max(1));
+        let dt = self.last_log.elapsed();
+        if !self.opts.log || (!force && dt < every) {
+            return;
+        }
+        let rate = (self.updates - self.log_updates) as f64 / dt.as_secs_f64().max(1e-9);
+        let td: Vec<String> = match &self.last {
+            Some(s) => self
+                .learner
+                .model
+                .tower_names()
+                .iter()
+                .zip(&s.td_error)
+                .map(|(n, e)| format!("{n}={e:.3}"))
+                .collect(),
+            None => vec!["-".into()],
+        };
+        eprintln!(
+            "learner: step {} | {:.1} updates/s ({:.0} samples/s) | td error {} | loss {} | buffer {}/{} | received {}",
+            self.learner.step,
+            rate,
+            rate * self.learner.cfg().batch_size as f64,
+            td.join(" "),
+            self.last.as_ref().map_or("-".into(), |s| format!("{:.4}", s.loss)),
+            self.ring.len(),
+            self.ring.capacity(),
+            self.received
+        );
+        self.last_log = Instant::now();
+        self.log_updates = self.updates;
+    }
+}
+
+/// Trains from `rx` until it disconnects (and the owed and extra updates are
+/// done), then writes a final checkpoint. `progress` is updated as it goes.
+pub fn run(
+    learner: &mut Learner,
+    rx: Receiver<Transition>,
+    opts: &TrainOptions,
+    progress: &TrainProgress,
+) -> Result<TrainSummary, TrainError> {
+    let ring = Ring::new(learner.cfg().buffer_capacity);
+    run_with(learner, ring, rx, opts, progress)
+}
+
+/// [`run`] with a sample buffer already holding samples (a resumed run
+/// refills it from the input it had consumed: the buffer is not checkpointed).
+pub fn run_with(
+    learner: &mut Learner,
+    ring: Ring,
+    rx: Receiver<Transition>,
+    opts: &TrainOptions,
+    progress: &TrainProgress,
+) -> Result<TrainSummary, TrainError> {
+    let started = Instant::now();
+    let cfg = learner.cfg().clone();
+    progress
+        .buffer_capacity
+        .store(cfg.buffer_capacity as u64, Ordering::Relaxed);
+    let start_step = learner.step;
+    let mut run = Run {
+        ring,
+        learner,
+        opts,
+        progress,
+        updates: 0,
+        received: 0,
+        owed: 0.0,
+        last: None,
+        last_ckpt: Instant::now(),
+        last_ckpt_step: start_step,
+        last_log: Instant::now(),
+        log_updates: 0,
+        written: 0,
+        last_path: None,
+    };
+    let min_buffer = cfg.min_buffer.min(cfg.buffer_capacity).max(1);
+    let mut open = true;
+    while open {
+        let ready = run.owed >= 1.0 && run.ring.len() >= min_buffer;
+        let wait = if ready {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(100)
+        };
+        match rx.recv_timeout(wait) {
+            Ok(t) => run.push(&t),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => open = false,
+        }
+        // Drain what is waiting (bounded, so updates keep their ratio).
+        for _ in 0..8192 {
+            match rx.try_recv() {
+                Ok(t) => run.push(&t),
+                Err(_) => break,
+            }
+        }
+        if run.owed >= 1.0 && run.ring.len() >= min_buffer {
+            run.update()?;
+            run.owed -= 1.0;
+        }
+        run.maybe_log(false);
+    }
+    // The input ended: do the updates it still owes (whatever the buffer
+    // holds: nothing more will come), then the extra ones.
+    if !run.ring.is_empty() {
+        while run.owed >= 1.0 {
+            run.update()?;
+            run.owed -= 1.0;
+        }
+        for _ in 0..opts.extra_updates {
+            run.update()?;
+        }
+    }
+    if run.updates > 0 {
+        run.checkpoint()?;
+    }
+    run.maybe_log(true);
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(TrainSummary {
+        received: run.received,
+        updates: run.updates,
+        seconds,
+        updates_per_s: run.updates as f64 / seconds.max(1e-9),
+        samples_per_s: run.updates as f64 * cfg.batch_size as f64 / seconds.max(1e-9),
+        checkpoints_written: run.written,
+        last_checkpoint: run.last_path,
+        towers: run.learner.model.tower_names(),
+        last: run.last,
+    })
+}
+
+/// Starts [`run`] on its own thread; the thread hands the learner back with
+/// the summary when the channel's senders are gone and training finished.
+pub fn spawn(
+    mut learner: Learner,
+    rx: Receiver<Transition>,
+    opts: TrainOptions,
+    progress: Arc<TrainProgress>,
+) -> std::io::Result<std::thread::JoinHandle<Result<(Learner, TrainSummary), TrainError>>> {
+    std::thread::Builder::new()
+        .name("rliv-learner".into())
+        .spawn(move || {
+            let summary = run(&mut learner, rx, &opts, &progress)?;
+            Ok((learner, summary))
+        })
+}

@@ -1,0 +1,245 @@
+//! `rliv train` and `rliv replay --train`: starting (or resuming) a learner,
+//! feeding it, and reporting.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use rliv_learner::checkpoint;
+use rliv_learner::trainer::{self, TrainOptions, TrainProgress, TrainSummary};
+use rliv_learner::{Learner, LearnerConfig};
+
+/// Raised for bad arguments (exit status 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// A fresh learner, or with `resume` the newest usable checkpoint in `dir`;
+/// returns it with the manifest's input position (if resumed).
+pub fn start(
+    cfg: &LearnerConfig,
+    dir: &Path,
+    resume: bool,
+) -> Result<(Learner, Option<serde_json::Value>)> {
+    let existing = checkpoint::list(dir)?;
+    if !resume {
+        if let Some(newest) = existing.first() {
+            return Err(UsageError(format!(
+                "{} already holds checkpoints (newest {}); pass --resume to continue from it, or use another directory",
+                dir.display(),
+                newest.display()
+            ))
+            .into());
+        }
+        let l = Learner::new(cfg).map_err(anyhow::Error::msg)?;
+        return Ok((l, None));
+    }
+    match checkpoint::resume(dir, cfg)? {
+        Some((l, manifest, skipped)) => {
+            for s in skipped {
+                eprintln!("rliv: warning: skipped a checkpoint: {s}");
+            }
+            eprintln!(
+                "learner: resumed from step {} ({})",
+                manifest.step,
+                dir.join(checkpoint::dir_name(manifest.step)).display()
+            );
+            Ok((l, Some(manifest.input)))
+        }
+        None => {
+            eprintln!(
+                "learner: no checkpoint in {} yet; starting fresh",
+                dir.display()
+            );
+            Ok((Learner::new(cfg).map_err(anyhow::Error::msg)?, None))
+        }
+    }
+}
+
+pub fn describe(l: &Learner) -> String {
+    let s = l.model.sizes();
+    format!(
+        "learner: {} engine, towers {:?}, batch {}, {:.1}M embedding + {:.0}k net parameters ({:.0} MiB weights, {:.0} MiB Adam moments)",
+        l.engine.name(),
+        l.model.tower_names(),
+        l.cfg().batch_size,
+        s.embedding_params as f64 / 1e6,
+        s.net_params as f64 / 1e3,
+        s.bytes as f64 / (1 << 20) as f64,
+        s.optimizer_bytes as f64 / (1 << 20) as f64,
+    )
+}
+
+pub fn print_summary(s: &TrainSummary) {
+    let td: Vec<String> = match &s.last {
+        Some(st) => s
+            .towers
+            .iter()
+            .zip(&st.td_error)
+            .map(|(n, e)| format!("{n}={e:.4}"))
+            .collect(),
+        None => vec!["-".into()],
+    };
+    eprintln!(
+        "train: {} transitions, {} updates in {:.1}s ({:.1} updates/s, {:.0} samples/s), last td error {}, {} checkpoints{}",
+        s.received,
+        s.updates,
+        s.seconds,
+        s.updates_per_s,
+        s.samples_per_s,
+        td.join(" "),
+        s.checkpoints_written,
+        s.last_checkpoint
+            .as_ref()
+            .map(|p| format!(", newest {}", p.display()))
+            .unwrap_or_default()
+    );
+}
+
+/// `rliv train --transitions FILE --checkpoints DIR`.
+pub fn train_file(
+    cfg: &LearnerConfig,
+    transitions: &Path,
+    checkpoints: &Path,
+    resume: bool,
+    extra_updates: u64,
+    dead_letters: Option<PathBuf>,
+    quiet: bool,
+) -> Result<()> {
+    if !transitions.exists() {
+        return Err(UsageError(format!(
+            "{}: no such transitions file",
+            transitions.display()
+        ))
+        .into());
+    }
+    let (mut learner, input) = start(cfg, checkpoints, resume)?;
+    let path_str = transitions.display().to_string();
+    let skip =
+        match &input {
+            Some(v) if v.get("kind").and_then(|k| k.as_str()) == Some("file") => {
+                if v.get("path").and_then(|p| p.as_str()) != Some(path_str.as_str()) {
+                    bail!(UsageError(format!(
+                    "the checkpoint was trained on {}, not {path_str}; resume with the same file",
+                    v.get("path").and_then(|p| p.as_str()).unwrap_or("another input")
+                )));
+                }
+                v.get("transitions").and_then(|t| t.as_u64()).unwrap_or(0)
+            }
+            _ => 0,
+        };
+    if !quiet {
+        eprintln!("{}", describe(&learner));
+    }
+    std::fs::create_dir_all(checkpoints)
+        .with_context(|| format!("creating {}", checkpoints.display()))?;
+    let dead_path = dead_letters.unwrap_or_else(|| checkpoints.join("dead-letters.jsonl"));
+    let (tx, rx) = crossbeam_channel::bounded(cfg.batch_size.max(1024) * 4);
+    // A resumed run refills the sample buffer with the newest transitions it
+    // had consumed (the buffer itself is not checkpointed).
+    let mut ring = rliv_learner::buffer::Ring::new(cfg.buffer_capacity);
+    if skip > 0 {
+        let (no_tx, _) = crossbeam_channel::bounded(1);
+        let mut refill = |t: rliv_dataflows::event::Transition| {
+            let s = rliv_learner::buffer::Sample::from(&t);
+            learner.observe(&s);
+            ring.push(s);
+        };
+        rliv_learner::input::read_file(
+            transitions,
+            skip,
+            &no_tx,
+            &mut refill,
+            &mut std::io::sink(),
+        )
+        .with_context(|| format!("reading {}", transitions.display()))?;
+    }
+    let reader_path = transitions.to_path_buf();
+    let reader_dead = dead_path.clone();
+    let reader = std::thread::Builder::new()
+        .name("rliv-read-transitions".into())
+        .spawn(move || -> Result<rliv_learner::input::ReadStats> {
+            let mut dead = std::io::BufWriter::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&reader_dead)
+                    .with_context(|| format!("opening {}", reader_dead.display()))?,
+            );
+            let stats =
+                rliv_learner::input::read_file(&reader_path, skip, &tx, &mut |_| {}, &mut dead)
+                    .with_context(|| format!("reading {}", reader_path.display()))?;
+            std::io::Write::flush(&mut dead)?;
+            Ok(stats)
+        })?;
+    let base = skip;
+    let opts = TrainOptions {
+        checkpoints: Some(checkpoints.to_path_buf()),
+        extra_updates,
+        input_position: Box::new(
+            move |received| serde_json::json!({"kind": "file", "path": path_str, "transitions": base + received}),
+        ),
+        log: !quiet,
+    };
+    let progress = TrainProgress::default();
+    let summary = trainer::run_with(&mut learner, ring, rx, &opts, &progress)?;
+    let stats = reader
+        .join()
+        .map_err(|_| anyhow::anyhow!("the transitions reader panicked"))??;
+    if skip > 0 {
+        eprintln!(
+            "train: the first {skip} transitions were trained on before the checkpoint: they refilled the buffer only"
+        );
+    }
+    if stats.bad > 0 {
+        eprintln!(
+            "train: {} bad lines in {} (dead letters: {})",
+            stats.bad,
+            transitions.display(),
+            dead_path.display()
+        );
+    }
+    print_summary(&summary);
+    Ok(())
+}
+
+/// A learner thread fed by a replay (`rliv replay --train`).
+pub struct Attached {
+    pub handle: std::thread::JoinHandle<Result<(Learner, TrainSummary), trainer::TrainError>>,
+    pub progress: Arc<TrainProgress>,
+}
+
+pub fn attach(
+    cfg: &LearnerConfig,
+    checkpoints: &Path,
+    resume: bool,
+    state: &Path,
+    channel_capacity: usize,
+    quiet: bool,
+) -> Result<(
+    Attached,
+    crossbeam_channel::Sender<rliv_dataflows::event::Transition>,
+)> {
+    let (learner, input) = start(cfg, checkpoints, resume)?;
+    if !quiet {
+        eprintln!("{}", describe(&learner));
+    }
+    let base = input
+        .as_ref()
+        .and_then(|v| v.get("transitions"))
+        .and_then(|t| t.as_u64())
+        .unwrap_or(0);
+    let state_str = state.display().to_string();
+    let (tx, rx) = crossbeam_channel::bounded(channel_capacity.max(1));
+    let progress = Arc::new(TrainProgress::default());
+    let opts = TrainOptions {
+        checkpoints: Some(checkpoints.to_path_buf()),
+        extra_updates: 0,
+        input_position: Box::new(
+            move |received| serde_json::json!({"kind": "replay", "state": state_str, "transitions": base + received}),
+        ),
+        log: !quiet,
+    };
+    let handle = trainer::spawn(learner, rx, opts, progress.clone())?;
+    Ok((Attached { handle, progress }, tx))
+}
