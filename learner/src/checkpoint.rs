@@ -27,6 +27,41 @@ use crate::nets::StackParams;
 use crate::rng::Rng;
 
 pub const FORMAT_VERSION: u32 = 1;
+
+/// A loaded tensor: shape and f32 values (row-major).
+pub struct HostTensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+pub type TensorMap = HashMap<String, HostTensor>;
+
+/// Parses a safetensors buffer (F32 tensors) without going through a device.
+pub fn parse_safetensors(bytes: &[u8]) -> Result<TensorMap, String> {
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+    let mut out = HashMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != safetensors::Dtype::F32 {
+            return Err(format!(
+                "tensor `{name}` is {:?}, rliv stores F32",
+                view.dtype()
+            ));
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        out.insert(
+            name,
+            HostTensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(out)
+}
 const MODEL_FILE: &str = "model.safetensors";
 const OPTIM_FILE: &str = "optimizer.safetensors";
 const MANIFEST: &str = "manifest.json";
@@ -59,8 +94,8 @@ pub struct FileSum {
 pub struct Manifest {
     pub format_version: u32,
     pub step: u64,
-    /// `step-<step>`: what `/rank` reports as `model_version`.
-    pub model_version: String,
+    /// What `/rank` reports as `model_version` (the step).
+    pub model_version: u64,
     pub created_unix_ms: u64,
     pub config: LearnerConfig,
     pub rng: Rng,
@@ -174,9 +209,9 @@ pub fn optimizer_tensors(l: &Learner) -> candle_core::Result<Vec<(String, Tensor
     Ok(out)
 }
 
-/// Fills the stack `p` from per-net tensors.
+/// Fills the stack `p` from per-net tensors (`weight` stored `(out, in)`).
 fn take_stack(
-    map: &HashMap<String, Tensor>,
+    map: &TensorMap,
     prefix: &str,
     names: &[String],
     suffix: &str,
@@ -186,64 +221,52 @@ fn take_stack(
         map.get(key)
             .ok_or_else(|| format!("tensor `{key}` is missing"))
     };
-    let values = |t: &Tensor, key: &str| -> Result<Vec<f32>, String> {
-        t.flatten_all()
-            .and_then(|t| t.to_dtype(candle_core::DType::F32))
-            .and_then(|t| t.to_vec1::<f32>())
-            .map_err(|e| format!("tensor `{key}`: {e}"))
-    };
     for (n, name) in names.iter().enumerate() {
         for l in 0..p.layers() {
             let (i, o) = (p.dims[l], p.dims[l + 1]);
             let wk = format!("{prefix}{name}.{l}.weight{suffix}");
             let w = get(&wk)?;
-            if w.dims() != [o, i] {
+            if w.shape != [o, i] {
                 return Err(format!(
                     "tensor `{wk}` has shape {:?}, the configuration needs [{o}, {i}]",
-                    w.dims()
+                    w.shape
                 ));
             }
-            let wt = w
-                .t()
-                .and_then(|t| t.contiguous())
-                .map_err(|e| e.to_string())?;
-            p.w[l][n * i * o..(n + 1) * i * o].copy_from_slice(&values(&wt, &wk)?);
+            let dst = &mut p.w[l][n * i * o..(n + 1) * i * o];
+            for r in 0..o {
+                for c in 0..i {
+                    dst[c * o + r] = w.data[r * i + c];
+                }
+            }
             let bk = format!("{prefix}{name}.{l}.bias{suffix}");
             let b = get(&bk)?;
-            if b.dims() != [o] {
+            if b.shape != [o] {
                 return Err(format!(
                     "tensor `{bk}` has shape {:?}, the configuration needs [{o}]",
-                    b.dims()
+                    b.shape
                 ));
             }
-            p.b[l][n * o..(n + 1) * o].copy_from_slice(&values(b, &bk)?);
+            p.b[l][n * o..(n + 1) * o].copy_from_slice(&b.data);
         }
     }
     Ok(())
 }
 
-fn take_table(
-    map: &HashMap<String, Tensor>,
-    key: &str,
-    rows: usize,
-    dim: usize,
-) -> Result<Vec<f32>, String> {
+fn take_table(map: &mut TensorMap, key: &str, rows: usize, dim: usize) -> Result<Vec<f32>, String> {
     let t = map
-        .get(key)
+        .remove(key)
         .ok_or_else(|| format!("tensor `{key}` is missing"))?;
-    if t.dims() != [rows, dim] {
+    if t.shape != [rows, dim] {
         return Err(format!(
             "tensor `{key}` has shape {:?}, the configuration needs [{rows}, {dim}]",
-            t.dims()
+            t.shape
         ));
     }
-    t.flatten_all()
-        .and_then(|t| t.to_vec1::<f32>())
-        .map_err(|e| format!("tensor `{key}`: {e}"))
+    Ok(t.data)
 }
 
 /// Fills `model` from a model tensor map.
-pub fn load_model_tensors(model: &mut Model, map: &HashMap<String, Tensor>) -> Result<(), String> {
+pub fn load_model_tensors(model: &mut Model, map: &mut TensorMap) -> Result<(), String> {
     let d = model.emb.dim;
     for (name, t) in TABLES.iter().zip(model.emb.tables.iter_mut()) {
         t.weight = take_table(map, &format!("embedding.{name}.weight"), t.rows, d)?;
@@ -257,7 +280,7 @@ pub fn load_model_tensors(model: &mut Model, map: &HashMap<String, Tensor>) -> R
     Ok(())
 }
 
-fn load_optimizer_tensors(l: &mut Learner, map: &HashMap<String, Tensor>) -> Result<(), String> {
+fn load_optimizer_tensors(l: &mut Learner, map: &mut TensorMap) -> Result<(), String> {
     let d = l.model.emb.dim;
     for (name, t) in TABLES.iter().zip(l.model.emb.tables.iter_mut()) {
         t.m = take_table(map, &format!("embedding.{name}.weight.exp_avg"), t.rows, d)?;
@@ -322,7 +345,7 @@ pub fn save(l: &Learner, dir: &Path, input: serde_json::Value) -> Result<PathBuf
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         step: l.step,
-        model_version: format!("step-{}", l.step),
+        model_version: l.step,
         created_unix_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -394,14 +417,7 @@ fn prune(dir: &Path, keep: usize) -> Result<(), CheckpointError> {
 pub fn read(
     ckpt: &Path,
     with_optimizer: bool,
-) -> Result<
-    (
-        Manifest,
-        HashMap<String, Tensor>,
-        Option<HashMap<String, Tensor>>,
-    ),
-    CheckpointError,
-> {
+) -> Result<(Manifest, TensorMap, Option<TensorMap>), CheckpointError> {
     let mpath = ckpt.join(MANIFEST);
     let text = std::fs::read(&mpath).map_err(|e| file_err(&mpath, e))?;
     let manifest: Manifest = serde_json::from_slice(&text)
@@ -415,7 +431,7 @@ pub fn read(
             ),
         ));
     }
-    let load = |name: &str| -> Result<HashMap<String, Tensor>, CheckpointError> {
+    let load = |name: &str| -> Result<TensorMap, CheckpointError> {
         let path = ckpt.join(name);
         let want = manifest
             .files
@@ -435,7 +451,7 @@ pub fn read(
         if checksum_bytes(&bytes) != want.checksum {
             return Err(file_err(&path, "checksum mismatch: the file is corrupt"));
         }
-        candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
+        parse_safetensors(&bytes)
             .map_err(|e| file_err(&path, format!("not a valid safetensors file: {e}")))
     };
     let model = load(MODEL_FILE)?;
@@ -454,9 +470,10 @@ pub fn load_newest_model(
 ) -> Result<Option<(Model, Manifest, Vec<String>)>, CheckpointError> {
     let mut skipped = Vec::new();
     for ckpt in list(dir)? {
-        match read(&ckpt, false).and_then(|(manifest, map, _)| {
-            let mut model = Model::new(&manifest.config).map_err(CheckpointError::Model)?;
-            load_model_tensors(&mut model, &map)
+        match read(&ckpt, false).and_then(|(manifest, mut map, _)| {
+            let mut model =
+                Model::for_inference(&manifest.config).map_err(CheckpointError::Model)?;
+            load_model_tensors(&mut model, &mut map)
                 .map_err(|e| file_err(&ckpt.join(MODEL_FILE), e))?;
             Ok((model, manifest))
         }) {
@@ -484,14 +501,14 @@ pub fn resume(
 ) -> Result<Option<(Learner, Manifest, Vec<String>)>, CheckpointError> {
     let mut skipped = Vec::new();
     for ckpt in list(dir)? {
-        let attempt = read(&ckpt, true).and_then(|(manifest, map, optim)| {
+        let attempt = read(&ckpt, true).and_then(|(manifest, mut map, optim)| {
             check_same_model(&manifest.config, cfg)
                 .map_err(|e| file_err(&ckpt.join(MANIFEST), e))?;
             let mut l = Learner::new(cfg).map_err(CheckpointError::Model)?;
-            load_model_tensors(&mut l.model, &map)
+            load_model_tensors(&mut l.model, &mut map)
                 .map_err(|e| file_err(&ckpt.join(MODEL_FILE), e))?;
-            if let Some(o) = optim {
-                load_optimizer_tensors(&mut l, &o)
+            if let Some(mut o) = optim {
+                load_optimizer_tensors(&mut l, &mut o)
                     .map_err(|e| file_err(&ckpt.join(OPTIM_FILE), e))?;
             }
             l.step = manifest.step;

@@ -94,8 +94,10 @@ pub struct Embeddings {
 }
 
 impl Embeddings {
-    /// Tables initialised uniformly in [-0.05, 0.05] from `rng`.
-    pub fn new(cfg: &LearnerConfig, rng: &mut crate::rng::Rng) -> Self {
+    /// Tables initialised uniformly in [-0.05, 0.05] from `rng` (`None`:
+    /// zeros, to be loaded), with Adam moments only when `moments` (training).
+    pub fn new(cfg: &LearnerConfig, rng: Option<&mut crate::rng::Rng>, moments: bool) -> Self {
+        let mut rng = rng;
         let dim = cfg.embedding_dim;
         let rows = [
             cfg.id_rows,
@@ -108,9 +110,20 @@ impl Embeddings {
             .iter()
             .map(|&r| Table {
                 rows: r,
-                weight: (0..r * dim).map(|_| rng.uniform(-0.05, 0.05)).collect(),
-                m: vec![0.0; r * dim],
-                v: vec![0.0; r * dim],
+                weight: match rng.as_deref_mut() {
+                    Some(rng) => (0..r * dim).map(|_| rng.uniform(-0.05, 0.05)).collect(),
+                    None => vec![0.0; r * dim],
+                },
+                m: if moments {
+                    vec![0.0; r * dim]
+                } else {
+                    Vec::new()
+                },
+                v: if moments {
+                    vec![0.0; r * dim]
+                } else {
+                    Vec::new()
+                },
             })
             .collect();
         Embeddings {
@@ -255,10 +268,15 @@ impl Embeddings {
         }
     }
 
-    /// Bytes of weights and of Adam moments.
+    /// Bytes of weights and of Adam moments (when training).
     pub fn bytes(&self) -> (usize, usize) {
         let w: usize = self.tables.iter().map(|t| t.weight.len() * 4).sum();
-        (w, 2 * w)
+        let m: usize = self
+            .tables
+            .iter()
+            .map(|t| (t.m.len() + t.v.len()) * 4)
+            .sum();
+        (w, m)
     }
 }
 

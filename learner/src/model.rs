@@ -58,10 +58,22 @@ pub struct ModelSizes {
 }
 
 impl Model {
+    /// A freshly initialised model, ready to train.
     pub fn new(cfg: &LearnerConfig) -> Result<Model, String> {
+        Self::build(cfg, true)
+    }
+
+    /// A model with zero weights and no optimizer moments, to be filled from
+    /// a checkpoint and used for scoring (half the memory of a training model,
+    /// and no time spent on random initialisation).
+    pub fn for_inference(cfg: &LearnerConfig) -> Result<Model, String> {
+        Self::build(cfg, false)
+    }
+
+    fn build(cfg: &LearnerConfig, train: bool) -> Result<Model, String> {
         cfg.validate()?;
         let mut rng = Rng::new(cfg.seed);
-        let emb = Embeddings::new(cfg, &mut rng);
+        let emb = Embeddings::new(cfg, train.then_some(&mut rng), train);
         let labels = cfg.towers();
         let per_tower = net_names(cfg.supervised_head).len();
         let towers = StackParams::new(
