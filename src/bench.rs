@@ -43,6 +43,23 @@ pub enum BenchCmd {
         #[arg(long)]
         engine: Option<String>,
     },
+    /// The ranking service under load: a Rust client on loopback, N
+    /// concurrent keep-alive connections, C candidates per request; and the
+    /// model's scoring alone. Uses a generated log and an untrained default
+    /// model unless --state/--checkpoints are given.
+    Serve {
+        #[arg(long, default_value_t = 300)]
+        candidates: usize,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Requests per connection.
+        #[arg(long, default_value_t = 500)]
+        requests: usize,
+        #[arg(long)]
+        state: Option<PathBuf>,
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
     /// Bytes per pair on disk after compaction, for N synthetic pairs.
     State {
         #[arg(long, default_value_t = 10_000_000)]
@@ -61,6 +78,13 @@ pub fn run(cfg: &Config, cmd: BenchCmd, config_file: Option<&Path>) -> Result<()
             transitions,
         } => bench_replay(cfg, exposures, workers, dir, transitions, config_file),
         BenchCmd::State { pairs, dir } => bench_state(cfg, pairs, dir),
+        BenchCmd::Serve {
+            candidates,
+            connections,
+            requests,
+            state,
+            checkpoints,
+        } => crate::bench_serve::run(cfg, candidates, connections, requests, state, checkpoints),
         BenchCmd::Learner {
             steps,
             threads,

@@ -22,6 +22,7 @@ pub struct Config {
     pub state: StoreOptions,
     pub gen: GenConfig,
     pub learner: LearnerConfig,
+    pub serve: crate::serve::ServeConfig,
 }
 
 impl Config {
@@ -70,6 +71,7 @@ impl Config {
         cfg.join.validate().map_err(anyhow::Error::msg)?;
         cfg.replay.validate().map_err(anyhow::Error::msg)?;
         cfg.learner.validate().map_err(anyhow::Error::msg)?;
+        cfg.serve.validate().map_err(anyhow::Error::msg)?;
         Ok(cfg)
     }
 
@@ -100,6 +102,7 @@ mod tests {
         assert_eq!(cfg.replay, ReplayConfig::default());
         assert_eq!(cfg.gen, GenConfig::default());
         assert_eq!(cfg.learner, LearnerConfig::default());
+        assert_eq!(cfg.serve, crate::serve::ServeConfig::default());
     }
 
     #[test]

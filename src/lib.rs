@@ -4,6 +4,8 @@
 //! scoring path in `rliv-learner`.
 
 pub mod bench;
+pub mod bench_serve;
 pub mod config;
 pub mod gen;
+pub mod serve;
 pub mod train;

@@ -69,6 +69,12 @@ enum Cmd {
         /// No progress lines.
         #[arg(long, short = 'q')]
         quiet: bool,
+        /// Also serve /rank on this address while training (over --state).
+        #[arg(long, requires = "state")]
+        serve: Option<String>,
+        /// Pair-state directory for --serve.
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
     /// Print pair state, sorted by (user_id, author_id).
     Dump {
@@ -85,6 +91,18 @@ enum Cmd {
         /// Stop after this many pairs.
         #[arg(long)]
         limit: Option<u64>,
+    },
+    /// Serve POST /rank over the pair state and the newest checkpoint (hot reload).
+    Serve {
+        /// Pair-state directory (read as a RocksDB secondary; a replay may be writing it).
+        #[arg(long)]
+        state: PathBuf,
+        /// Checkpoint directory of the learner (watched for new checkpoints).
+        #[arg(long)]
+        checkpoints: PathBuf,
+        /// Listen address (default: serve.addr, loopback).
+        #[arg(long)]
+        addr: Option<String>,
     },
     /// Show the job checkpoint of a state directory (input positions, counters).
     Status {
@@ -156,6 +174,9 @@ struct ReplayArgs {
     /// Continue the learner from its newest checkpoint (with --train).
     #[arg(long)]
     resume: bool,
+    /// Also serve /rank on this address during the replay (needs --checkpoints).
+    #[arg(long, requires = "checkpoints")]
+    serve: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -215,15 +236,33 @@ fn run(cli: Cli) -> Result<()> {
             extra_updates,
             dead_letters,
             quiet,
-        } => rliv::train::train_file(
-            &cfg.learner,
-            &transitions,
-            &checkpoints,
-            resume,
-            extra_updates,
-            dead_letters,
-            quiet,
-        ),
+            serve,
+            state,
+        } => {
+            let _server = match (serve, state) {
+                (Some(addr), Some(state)) => Some(start_server(&cfg, addr, &state, &checkpoints)?),
+                _ => None,
+            };
+            rliv::train::train_file(
+                &cfg.learner,
+                &transitions,
+                &checkpoints,
+                resume,
+                extra_updates,
+                dead_letters,
+                quiet,
+            )
+        }
+        Cmd::Serve {
+            state,
+            checkpoints,
+            addr,
+        } => {
+            let addr = addr.unwrap_or_else(|| cfg.serve.addr.clone());
+            let server = start_server(&cfg, addr, &state, &checkpoints)?;
+            server.wait_for_signal();
+            Ok(())
+        }
         Cmd::Dump {
             state,
             user,
@@ -247,6 +286,24 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench { cmd } => rliv::bench::run(&cfg, cmd, cli.config.as_deref()),
     }
+}
+
+fn start_server(
+    cfg: &Config,
+    addr: String,
+    state: &std::path::Path,
+    checkpoints: &std::path::Path,
+) -> Result<rliv::serve::Server> {
+    let scfg = rliv::serve::ServeConfig {
+        addr,
+        ..cfg.serve.clone()
+    };
+    let server = rliv::serve::Server::start(scfg, state, checkpoints)?;
+    eprintln!(
+        "serve: listening on http://{} (POST /rank, GET /healthz, GET /metrics)",
+        server.addr
+    );
+    Ok(server)
 }
 
 fn replay(cfg: &Config, args: ReplayArgs) -> Result<()> {
@@ -278,6 +335,10 @@ fn replay(cfg: &Config, args: ReplayArgs) -> Result<()> {
             req.consumer = Some(tx);
             Some(attached)
         }
+        _ => None,
+    };
+    let _server = match (&args.serve, &args.checkpoints) {
+        (Some(addr), Some(ck)) => Some(start_server(cfg, addr.clone(), &req.state_dir, ck)?),
         _ => None,
     };
     let show = !args.quiet && std::io::stderr().is_terminal();

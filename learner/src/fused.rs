@@ -270,36 +270,83 @@ impl FusedEngine {
         (stats, Some(g))
     }
 
-    /// Online `(T, 2, B)` Q values, tower-major: `q[(t * 2 + k) * B + i]`.
+    /// Online `(T, 2, B)` Q values, tower-major: `q[(t * 2 + k) * B + i]`,
+    /// with the towers split over the engine's threads.
     pub fn q_values(&mut self, model: &Model, x: &[f32], b: usize) -> Vec<f32> {
-        self.groups.resize_with(1, GroupWs::default);
-        let ws = &mut self.groups[0];
-        let d = model.emb.input_dim();
-        let xv = view(x, b, d);
-        let p = &model.towers;
-        ws.nets.resize_with(p.nets, NetWs::default);
-        let mut q = vec![0.0f32; model.labels.len() * 2 * b];
-        let gamma = model.cfg.gamma as f32;
-        for t in 0..model.labels.len() {
-            let base = t * model.per_tower;
-            let rhat: Option<Vec<f32>> = if model.cfg.supervised_head {
-                Some(forward_net(p, base, xv, &mut ws.nets[base]).to_vec())
-            } else {
-                None
-            };
-            let off = usize::from(model.cfg.supervised_head);
-            for k in 0..2 {
-                let v = forward_net(p, base + off + k, xv, &mut ws.nets[base + off + k]);
-                let dst = &mut q[(t * 2 + k) * b..(t * 2 + k + 1) * b];
-                for i in 0..b {
-                    dst[i] = match &rhat {
-                        Some(r) => r[i] + gamma * v[i],
-                        None => v[i],
-                    };
+        let towers = model.labels.len();
+        let groups = self.threads.min(towers).max(1);
+        self.groups.resize_with(groups, GroupWs::default);
+        let ranges: Vec<std::ops::Range<usize>> = (0..groups)
+            .map(|g| (g * towers / groups)..((g + 1) * towers / groups))
+            .collect();
+        let mut q = vec![0.0f32; towers * 2 * b];
+        // Each group writes the contiguous block of its towers.
+        let mut blocks: Vec<&mut [f32]> = Vec::with_capacity(groups);
+        let mut rest = q.as_mut_slice();
+        for r in &ranges {
+            let (head, tail) = rest.split_at_mut((r.end - r.start) * 2 * b);
+            blocks.push(head);
+            rest = tail;
+        }
+        if groups == 1 {
+            q_group(
+                model,
+                x,
+                b,
+                ranges[0].clone(),
+                &mut self.groups[0],
+                blocks.remove(0),
+            );
+        } else {
+            std::thread::scope(|s| {
+                for ((ws, r), block) in self
+                    .groups
+                    .iter_mut()
+                    .zip(ranges.iter().cloned())
+                    .zip(blocks)
+                {
+                    s.spawn(move || q_group(model, x, b, r, ws, block));
                 }
-            }
+            });
         }
         q
+    }
+}
+
+fn q_group(
+    model: &Model,
+    x: &[f32],
+    b: usize,
+    range: std::ops::Range<usize>,
+    ws: &mut GroupWs,
+    out: &mut [f32],
+) {
+    let d = model.emb.input_dim();
+    let xv = view(x, b, d);
+    let p = &model.towers;
+    let per = model.per_tower;
+    ws.nets.resize_with(per, NetWs::default);
+    ws.outs.resize_with(per, Vec::new);
+    let gamma = model.cfg.gamma as f32;
+    let sup = model.cfg.supervised_head;
+    for (local, t) in range.enumerate() {
+        for k in 0..per {
+            let o = forward_net(p, t * per + k, xv, &mut ws.nets[k]);
+            ws.outs[k].clear();
+            ws.outs[k].extend_from_slice(o);
+        }
+        let off = usize::from(sup);
+        for k in 0..2 {
+            let dst = &mut out[(local * 2 + k) * b..(local * 2 + k + 1) * b];
+            for (i, v) in dst.iter_mut().enumerate() {
+                let val = ws.outs[off + k][i];
+                *v = if sup {
+                    ws.outs[0][i] + gamma * val
+                } else {
+                    val
+                };
+            }
+        }
     }
 }
 

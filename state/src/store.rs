@@ -88,6 +88,33 @@ impl Store {
         })
     }
 
+    /// Opens a secondary instance of the store at `path` (which another
+    /// process, or this one, keeps writing): reads see the primary's state as
+    /// of the last [`Store::catch_up`]. `secondary` is a scratch directory of
+    /// this instance's own.
+    pub fn open_secondary(path: &Path, secondary: &Path) -> Result<Store, StateError> {
+        if !path.join("CURRENT").exists() {
+            return Err(StateError::NotAStore(path.to_path_buf()));
+        }
+        let (mut db_opts, cfs) = options(&StoreOptions::default())?;
+        // A secondary keeps every file open: it cannot follow file deletions otherwise.
+        db_opts.set_max_open_files(-1);
+        std::fs::create_dir_all(secondary)
+            .map_err(|e| StateError::Io(secondary.to_path_buf(), e))?;
+        let db = DB::open_cf_descriptors_as_secondary(&db_opts, path, secondary, cfs)
+            .map_err(|e| StateError::open(path, e))?;
+        Ok(Store {
+            db,
+            path: path.to_path_buf(),
+            sync: false,
+        })
+    }
+
+    /// Catches a secondary instance up with its primary's latest commits.
+    pub fn catch_up(&self) -> Result<(), StateError> {
+        self.db.try_catch_up_with_primary().map_err(StateError::Db)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
