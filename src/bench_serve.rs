@@ -48,8 +48,8 @@ fn body(rng: &mut Rng, n: usize, users: u64, authors: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// One keep-alive HTTP/1.1 exchange; returns the status.
-fn post(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, body: &[u8]) -> Result<u16> {
+/// One keep-alive HTTP/1.1 `POST /rank`; returns the status (the body is read and dropped).
+pub fn post(stream: &mut TcpStream, reader: &mut BufReader<TcpStream>, body: &[u8]) -> Result<u16> {
     let head = format!(
         "POST /rank HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()

@@ -506,7 +506,12 @@ pub fn spawn_background(st: &Arc<AppState>) -> Vec<std::thread::JoinHandle<()>> 
     }));
     let s = st.clone();
     handles.push(std::thread::spawn(move || {
-        let secondary = std::env::temp_dir().join(format!("rliv-serve-secondary-{}", std::process::id()));
+        static INSTANCE: AtomicU64 = AtomicU64::new(0);
+        let secondary = std::env::temp_dir().join(format!(
+            "rliv-serve-secondary-{}-{}",
+            std::process::id(),
+            INSTANCE.fetch_add(1, Ordering::Relaxed)
+        ));
         let mut warned = false;
         while !s.stop.load(Ordering::Relaxed) {
             let current = s.store.read().ok().and_then(|g| g.clone());
