@@ -41,11 +41,22 @@ pub fn forward_net<'w>(
     x: ArrayView2<'_, f32>,
     ws: &'w mut NetWs,
 ) -> &'w [f32] {
-    let rows = x.nrows();
+    forward_from(p, n, 0, x, ws)
+}
+
+/// [`forward_net`] from layer `start`, whose input is `input`.
+fn forward_from<'w>(
+    p: &StackParams,
+    n: usize,
+    start: usize,
+    input: ArrayView2<'_, f32>,
+    ws: &'w mut NetWs,
+) -> &'w [f32] {
+    let rows = input.nrows();
     let layers = p.layers();
     ws.z.resize_with(layers, Vec::new);
     ws.a.resize_with(layers, Vec::new);
-    for l in 0..layers {
+    for l in start..layers {
         let (din, dout) = (p.dims[l], p.dims[l + 1]);
         let w = view(p.w_net(l, n), din, dout);
         let bias = p.b_net(l, n);
@@ -54,8 +65,8 @@ pub fn forward_net<'w>(
         z.resize(rows * dout, 0.0);
         {
             let mut zv = view_mut(&mut z, rows, dout);
-            if l == 0 {
-                general_mat_mul(1.0, &x, &w, 0.0, &mut zv);
+            if l == start {
+                general_mat_mul(1.0, &input, &w, 0.0, &mut zv);
             } else {
                 let prev = view(&ws.a[l - 1], rows, din);
                 general_mat_mul(1.0, &prev, &w, 0.0, &mut zv);
@@ -76,6 +87,89 @@ pub fn forward_net<'w>(
         ws.z[l] = z;
     }
     &ws.a[layers - 1]
+}
+
+/// Inference forward pass of the nets `nets` of `p`, which share the input
+/// `x`: their first layers run as one wide GEMM (`x` times the side-by-side
+/// first-layer weights), the rest per net. `outs[j]` gets net `nets.start + j`.
+/// When the first `shared` columns of `x` are the same in every row (one
+/// user's candidates: `h_u`), their product is computed once.
+fn forward_wide(
+    p: &StackParams,
+    nets: std::ops::Range<usize>,
+    x: ArrayView2<'_, f32>,
+    shared: usize,
+    ws: &mut WideWs,
+    outs: &mut Vec<Vec<f32>>,
+) {
+    let rows = x.nrows();
+    let n = nets.len();
+    let (d0, h) = (p.dims[0], p.dims[1]);
+    let width = n * h;
+    ws.wcat.clear();
+    ws.wcat.resize(d0 * width, 0.0);
+    for (j, net) in nets.clone().enumerate() {
+        let w = p.w_net(0, net);
+        for r in 0..d0 {
+            ws.wcat[r * width + j * h..r * width + (j + 1) * h]
+                .copy_from_slice(&w[r * h..(r + 1) * h]);
+        }
+    }
+    ws.z.clear();
+    ws.z.resize(rows * width, 0.0);
+    // The shared columns' contribution plus the bias: one row for all.
+    ws.row.clear();
+    for net in nets.clone() {
+        ws.row.extend_from_slice(p.b_net(0, net));
+    }
+    if shared > 0 && rows > 0 {
+        let wv = view(&ws.wcat, d0, width);
+        let x0 = x.row(0);
+        for c in 0..shared {
+            let xc = x0[c];
+            for (acc, w) in ws.row.iter_mut().zip(wv.row(c).iter()) {
+                *acc += xc * *w;
+            }
+        }
+    }
+    {
+        let wv = view(&ws.wcat, d0, width);
+        let mut zv = view_mut(&mut ws.z, rows, width);
+        let xs = x.slice_axis(Axis(1), Slice::from(shared..));
+        let ws_rows = wv.slice_axis(Axis(0), Slice::from(shared..));
+        general_mat_mul(1.0, &xs, &ws_rows, 0.0, &mut zv);
+    }
+    let last = p.layers() == 1;
+    for row in ws.z.chunks_exact_mut(width) {
+        for (v, b) in row.iter_mut().zip(&ws.row) {
+            *v += *b;
+            if !last {
+                *v = v.max(0.0);
+            }
+        }
+    }
+    outs.resize_with(n, Vec::new);
+    ws.nets.resize_with(1, NetWs::default);
+    let zv = view(&ws.z, rows, width);
+    for (j, net) in nets.enumerate() {
+        outs[j].clear();
+        if last {
+            outs[j].extend(zv.column(j).iter());
+            continue;
+        }
+        let a0 = zv.slice_axis(Axis(1), Slice::from(j * h..(j + 1) * h));
+        let out = forward_from(p, net, 1, a0, &mut ws.nets[0]);
+        outs[j].extend_from_slice(out);
+    }
+}
+
+/// Buffers of [`forward_wide`].
+#[derive(Default)]
+pub struct WideWs {
+    wcat: Vec<f32>,
+    row: Vec<f32>,
+    z: Vec<f32>,
+    nets: Vec<NetWs>,
 }
 
 /// Backward pass of net `n` after [`forward_net`] with `dout` = dL/d(output):
@@ -156,6 +250,7 @@ pub struct GroupWs {
     grads: Option<StackParams>,
     assist: NetWs,
     assist_grads: Option<StackParams>,
+    wide: WideWs,
 }
 
 #[derive(Default)]
@@ -323,28 +418,34 @@ fn q_group(
 ) {
     let d = model.emb.input_dim();
     let xv = view(x, b, d);
-    let p = &model.towers;
     let per = model.per_tower;
-    ws.nets.resize_with(per, NetWs::default);
-    ws.outs.resize_with(per, Vec::new);
     let gamma = model.cfg.gamma as f32;
     let sup = model.cfg.supervised_head;
-    for (local, t) in range.enumerate() {
-        for k in 0..per {
-            let o = forward_net(p, t * per + k, xv, &mut ws.nets[k]);
-            ws.outs[k].clear();
-            ws.outs[k].extend_from_slice(o);
-        }
-        let off = usize::from(sup);
+    let first = range.start;
+    // One user's candidates share h_u (the first embedding_dim columns).
+    let e = model.cfg.embedding_dim;
+    let shared = if b > 1 && (1..b).all(|i| x[i * d..i * d + e] == x[..e]) {
+        e
+    } else {
+        0
+    };
+    forward_wide(
+        &model.towers,
+        range.start * per..range.end * per,
+        xv,
+        shared,
+        &mut ws.wide,
+        &mut ws.outs,
+    );
+    let off = usize::from(sup);
+    for t in range {
+        let local = t - first;
+        let o = |k: usize| &ws.outs[local * per + k];
         for k in 0..2 {
             let dst = &mut out[(local * 2 + k) * b..(local * 2 + k + 1) * b];
             for (i, v) in dst.iter_mut().enumerate() {
-                let val = ws.outs[off + k][i];
-                *v = if sup {
-                    ws.outs[0][i] + gamma * val
-                } else {
-                    val
-                };
+                let val = o(off + k)[i];
+                *v = if sup { o(0)[i] + gamma * val } else { val };
             }
         }
     }

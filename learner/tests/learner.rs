@@ -120,6 +120,32 @@ fn fused_and_candle_engines_agree() {
         for (x, y) in a.iter().zip(&b) {
             assert!(close(x.score, y.score, 1e-4), "{x:?} vs {y:?}");
         }
+        // One user's candidates (the shared h_u path of the fused forward pass).
+        let one_user: Vec<PairInput<'_>> = data
+            .iter()
+            .take(30)
+            .map(|s| PairInput {
+                user_id: 42,
+                user_feats: &data[0].user_feats,
+                ..s.input()
+            })
+            .collect();
+        let a = fused
+            .model
+            .score(&mut fused.engine, &one_user)
+            .expect("score");
+        let b = candle
+            .model
+            .score(&mut candle.engine, &one_user)
+            .expect("score");
+        for (x, y) in a.iter().zip(&b) {
+            for (tx, ty) in x.towers.iter().zip(&y.towers) {
+                assert_eq!(tx.is_some(), ty.is_some());
+                if let (Some(tx), Some(ty)) = (tx, ty) {
+                    assert!(close(*tx, *ty, 1e-4), "{x:?} vs {y:?}");
+                }
+            }
+        }
     }
 }
 
