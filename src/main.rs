@@ -239,8 +239,15 @@ fn run(cli: Cli) -> Result<()> {
             serve,
             state,
         } => {
+            let progress = Arc::new(rliv_learner::trainer::TrainProgress::default());
             let _server = match (serve, state) {
-                (Some(addr), Some(state)) => Some(start_server(&cfg, addr, &state, &checkpoints)?),
+                (Some(addr), Some(state)) => Some(start_server(
+                    &cfg,
+                    addr,
+                    &state,
+                    &checkpoints,
+                    Some(progress.clone()),
+                )?),
                 _ => None,
             };
             rliv::train::train_file(
@@ -251,6 +258,7 @@ fn run(cli: Cli) -> Result<()> {
                 extra_updates,
                 dead_letters,
                 quiet,
+                &progress,
             )
         }
         Cmd::Serve {
@@ -259,7 +267,7 @@ fn run(cli: Cli) -> Result<()> {
             addr,
         } => {
             let addr = addr.unwrap_or_else(|| cfg.serve.addr.clone());
-            let server = start_server(&cfg, addr, &state, &checkpoints)?;
+            let server = start_server(&cfg, addr, &state, &checkpoints, None)?;
             server.wait_for_signal();
             Ok(())
         }
@@ -293,12 +301,16 @@ fn start_server(
     addr: String,
     state: &std::path::Path,
     checkpoints: &std::path::Path,
+    training: Option<Arc<rliv_learner::trainer::TrainProgress>>,
 ) -> Result<rliv::serve::Server> {
     let scfg = rliv::serve::ServeConfig {
         addr,
         ..cfg.serve.clone()
     };
     let server = rliv::serve::Server::start(scfg, state, checkpoints)?;
+    if let Ok(mut t) = server.state.training.write() {
+        *t = training;
+    }
     eprintln!(
         "serve: listening on http://{} (POST /rank, GET /healthz, GET /metrics)",
         server.addr
@@ -338,7 +350,13 @@ fn replay(cfg: &Config, args: ReplayArgs) -> Result<()> {
         _ => None,
     };
     let _server = match (&args.serve, &args.checkpoints) {
-        (Some(addr), Some(ck)) => Some(start_server(cfg, addr.clone(), &req.state_dir, ck)?),
+        (Some(addr), Some(ck)) => Some(start_server(
+            cfg,
+            addr.clone(),
+            &req.state_dir,
+            ck,
+            learner.as_ref().map(|a| a.progress.clone()),
+        )?),
         _ => None,
     };
     let show = !args.quiet && std::io::stderr().is_terminal();

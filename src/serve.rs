@@ -131,6 +131,8 @@ pub struct AppState {
     pub store: RwLock<Option<Arc<Store>>>,
     pub metrics: Metrics,
     pub stop: AtomicBool,
+    /// The learner training in this process, if any (its figures go to /metrics).
+    pub training: RwLock<Option<Arc<rliv_learner::trainer::TrainProgress>>>,
 }
 
 /// A response status with a JSON body.
@@ -158,6 +160,7 @@ impl AppState {
             store: RwLock::new(None),
             metrics: Metrics::default(),
             stop: AtomicBool::new(false),
+            training: RwLock::new(None),
         })
     }
 
@@ -414,8 +417,56 @@ impl AppState {
             "rliv_model_reload_failures_total {}\n",
             m.reload_failures.load(Ordering::Relaxed)
         );
+        if let Some(t) = self.training.read().ok().and_then(|t| t.clone()) {
+            out += &training_metrics(&t);
+        }
         out
     }
+}
+
+fn training_metrics(t: &rliv_learner::trainer::TrainProgress) -> String {
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, v: u64| {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
+    };
+    put(
+        "rliv_learner_updates_total",
+        "counter",
+        "TD updates done in this run.",
+        t.updates.load(Ordering::Relaxed),
+    );
+    put(
+        "rliv_learner_transitions_total",
+        "counter",
+        "Transitions received by the learner.",
+        t.received.load(Ordering::Relaxed),
+    );
+    put(
+        "rliv_learner_buffer_samples",
+        "gauge",
+        "Samples in the buffer.",
+        t.buffer_len.load(Ordering::Relaxed),
+    );
+    put(
+        "rliv_learner_buffer_capacity",
+        "gauge",
+        "Capacity of the sample buffer.",
+        t.buffer_capacity.load(Ordering::Relaxed),
+    );
+    put(
+        "rliv_learner_checkpoints_total",
+        "counter",
+        "Checkpoints written.",
+        t.checkpoints.load(Ordering::Relaxed),
+    );
+    if let Some((towers, stats)) = t.last.lock().ok().and_then(|l| l.clone()) {
+        out += "# HELP rliv_learner_td_error Mean |Q - y| of the last update, per tower.\n# TYPE rliv_learner_td_error gauge\n";
+        for (name, e) in towers.iter().zip(&stats.td_error) {
+            out += &format!("rliv_learner_td_error{{tower=\"{name}\"}} {e}\n");
+        }
+        out += &format!("# HELP rliv_learner_loss Loss of the last update.\n# TYPE rliv_learner_loss gauge\nrliv_learner_loss {}\n", stats.loss);
+    }
+    out
 }
 
 async fn rank(State(st): State<Arc<AppState>>, body: Body) -> Response {
@@ -643,5 +694,64 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn training_figures_appear_on_metrics() {
+        let t = rliv_learner::trainer::TrainProgress::default();
+        t.updates.store(12, Ordering::Relaxed);
+        t.buffer_len.store(300, Ordering::Relaxed);
+        if let Ok(mut l) = t.last.lock() {
+            let stats = rliv_learner::StepStats {
+                loss: 2.5,
+                td_error: vec![0.25, 1.5],
+                ..Default::default()
+            };
+            *l = Some((vec!["click", "watch"], stats));
+        }
+        let text = training_metrics(&t);
+        assert!(text.contains("rliv_learner_updates_total 12\n"), "{text}");
+        assert!(text.contains("rliv_learner_buffer_samples 300\n"), "{text}");
+        assert!(
+            text.contains("rliv_learner_td_error{tower=\"watch\"} 1.5\n"),
+            "{text}"
+        );
+        assert!(text.contains("rliv_learner_loss 2.5\n"), "{text}");
+    }
+
+    #[test]
+    fn bad_requests_name_the_problem() {
+        let st = AppState::new(
+            ServeConfig {
+                max_candidates: 2,
+                ..ServeConfig::default()
+            },
+            Path::new("/nonexistent"),
+            Path::new("/nonexistent"),
+        );
+        let cases: &[(&[u8], u16, &str)] = &[
+            (b"{", 400, "EOF"),
+            (br#"{"candidates":[]}"#, 400, "user_id"),
+            (br#"{"user_id":1,"candidates":[]}"#, 400, "empty"),
+            (br#"{"user_id":1,"k":0,"candidates":[{"item_id":1,"author_id":1}]}"#, 400, "`k`"),
+            (br#"{"user_id":1,"candidates":[{"item_id":1,"author_id":"a"}]}"#, 400, "expected u64"),
+            (br#"{"user_id":1,"candidates":[{"item_id":1,"author_id":1},{"item_id":1,"author_id":1},{"item_id":1,"author_id":1}]}"#, 413, "at most 2"),
+        ];
+        for (body, status, needle) in cases {
+            let r = st.rank(body);
+            assert_eq!(
+                r.status.as_u16(),
+                *status,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+            let msg = r.body["error"].as_str().unwrap_or_default().to_string();
+            assert!(msg.contains(needle), "{msg}");
+        }
     }
 }

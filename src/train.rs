@@ -105,6 +105,7 @@ pub fn train_file(
     extra_updates: u64,
     dead_letters: Option<PathBuf>,
     quiet: bool,
+    progress: &TrainProgress,
 ) -> Result<()> {
     if !transitions.exists() {
         return Err(UsageError(format!(
@@ -181,8 +182,7 @@ pub fn train_file(
         ),
         log: !quiet,
     };
-    let progress = TrainProgress::default();
-    let summary = trainer::run_with(&mut learner, ring, rx, &opts, &progress)?;
+    let summary = trainer::run_with(&mut learner, ring, rx, &opts, progress)?;
     let stats = reader
         .join()
         .map_err(|_| anyhow::anyhow!("the transitions reader panicked"))??;
