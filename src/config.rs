@@ -23,6 +23,7 @@ pub struct Config {
     pub gen: GenConfig,
     pub learner: LearnerConfig,
     pub serve: crate::serve::ServeConfig,
+    pub kafka: rliv_dataflows::kafka::KafkaConfig,
 }
 
 impl Config {
@@ -72,6 +73,7 @@ impl Config {
         cfg.replay.validate().map_err(anyhow::Error::msg)?;
         cfg.learner.validate().map_err(anyhow::Error::msg)?;
         cfg.serve.validate().map_err(anyhow::Error::msg)?;
+        cfg.kafka.validate().map_err(anyhow::Error::msg)?;
         Ok(cfg)
     }
 
@@ -103,6 +105,7 @@ mod tests {
         assert_eq!(cfg.gen, GenConfig::default());
         assert_eq!(cfg.learner, LearnerConfig::default());
         assert_eq!(cfg.serve, crate::serve::ServeConfig::default());
+        assert_eq!(cfg.kafka, rliv_dataflows::kafka::KafkaConfig::default());
     }
 
     #[test]

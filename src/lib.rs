@@ -7,5 +7,6 @@ pub mod bench;
 pub mod bench_serve;
 pub mod config;
 pub mod gen;
+pub mod run;
 pub mod serve;
 pub mod train;

@@ -48,6 +48,14 @@ enum Cmd {
     /// Replay exposure and action files into a pair-state directory
     /// (with --train, train the learner on its transitions as they come).
     Replay(ReplayArgs),
+    /// Run the job continuously on Kafka topics ([kafka] in the config):
+    /// exactly-once pair state, transitions and dead letters to topics.
+    Run(RunArgs),
+    /// Kafka helpers: create the topics, load a JSONL file into a topic.
+    Kafka {
+        #[command(subcommand)]
+        cmd: KafkaCmd,
+    },
     /// Train the learner from a transitions file (JSONL, as `replay --transitions` writes).
     Train {
         /// Transitions JSONL (.gz too).
@@ -119,6 +127,64 @@ enum Cmd {
         #[command(subcommand)]
         cmd: rliv::bench::BenchCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum KafkaCmd {
+    /// Create the exposures, actions, transitions and dead-letter topics.
+    CreateTopics {
+        #[arg(long, default_value_t = 2)]
+        partitions: i32,
+    },
+    /// Produce each line of a JSONL file as one message (keyed by request_id).
+    Produce {
+        #[arg(long)]
+        topic: String,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Print every message of a topic (from the beginning to the current end).
+    Consume {
+        #[arg(long)]
+        topic: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// State directory (RocksDB): pair counters and the consumed offsets.
+    #[arg(long)]
+    state: PathBuf,
+    /// Worker threads (default: replay.workers).
+    #[arg(short = 'w', long)]
+    workers: Option<usize>,
+    /// Stop once every partition is at its end (otherwise run until Ctrl-C / SIGTERM).
+    #[arg(long)]
+    until_end: bool,
+    /// Close the exposures still open when the run stops (default: keep
+    /// them, so the next run continues the stream).
+    #[arg(long)]
+    drain_at_end: bool,
+    /// Also write transitions as JSONL here.
+    #[arg(long)]
+    transitions: Option<PathBuf>,
+    /// Dead-letter JSONL file (default: STATE/dead-letters.jsonl).
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
+    /// Train the learner on the transitions as they come (needs --checkpoints).
+    #[arg(long, requires = "checkpoints")]
+    train: bool,
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
+    #[arg(long)]
+    resume: bool,
+    /// Serve /rank on this address while running (needs --checkpoints).
+    #[arg(long, requires = "checkpoints")]
+    serve: Option<String>,
+    #[arg(long)]
+    json: bool,
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -228,7 +294,44 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Replay(args) => replay(&cfg, args),
+        Cmd::Replay(args) => replay(&cfg, args, None),
+        Cmd::Run(args) => {
+            let (run, _progress) = rliv::run::kafka_run(&cfg.kafka, args.until_end);
+            let mut cfg = cfg.clone();
+            cfg.replay.drain_at_end = args.drain_at_end;
+            let replay_args = ReplayArgs {
+                exposures: Vec::new(),
+                actions: Vec::new(),
+                state: args.state,
+                transitions: args.transitions,
+                dead_letters: args.dead_letters,
+                workers: args.workers,
+                keep_open: !args.drain_at_end,
+                allow_repeat: false,
+                json: args.json,
+                quiet: args.quiet,
+                train: args.train,
+                checkpoints: args.checkpoints,
+                resume: args.resume,
+                serve: args.serve,
+            };
+            replay(&cfg, replay_args, Some(run))
+        }
+        Cmd::Kafka { cmd } => match cmd {
+            KafkaCmd::CreateTopics { partitions } => {
+                rliv::run::create_topics(&cfg.kafka, partitions)
+            }
+            KafkaCmd::Produce { topic, file } => {
+                let n = rliv::run::produce(&cfg.kafka, &topic, &file)?;
+                eprintln!("kafka: {n} messages to {topic}");
+                Ok(())
+            }
+            KafkaCmd::Consume { topic } => {
+                let n = rliv::run::consume(&cfg.kafka, &topic)?;
+                eprintln!("kafka: {n} messages in {topic}");
+                Ok(())
+            }
+        },
         Cmd::Train {
             transitions,
             checkpoints,
@@ -318,8 +421,13 @@ fn start_server(
     Ok(server)
 }
 
-fn replay(cfg: &Config, args: ReplayArgs) -> Result<()> {
+fn replay(
+    cfg: &Config,
+    args: ReplayArgs,
+    kafka: Option<rliv_dataflows::job::KafkaRun>,
+) -> Result<()> {
     let mut req = ReplayRequest::new(args.exposures, args.actions, args.state);
+    req.kafka = kafka;
     req.transitions = args.transitions;
     req.dead_letters = args.dead_letters;
     req.join = cfg.join.clone();
@@ -350,13 +458,22 @@ fn replay(cfg: &Config, args: ReplayArgs) -> Result<()> {
         _ => None,
     };
     let _server = match (&args.serve, &args.checkpoints) {
-        (Some(addr), Some(ck)) => Some(start_server(
-            cfg,
-            addr.clone(),
-            &req.state_dir,
-            ck,
-            learner.as_ref().map(|a| a.progress.clone()),
-        )?),
+        (Some(addr), Some(ck)) => {
+            let server = start_server(
+                cfg,
+                addr.clone(),
+                &req.state_dir,
+                ck,
+                learner.as_ref().map(|a| a.progress.clone()),
+            )?;
+            if let Ok(mut j) = server.state.job.write() {
+                *j = Some(rliv::serve::JobFigures {
+                    progress: progress.clone(),
+                    kafka: req.kafka.as_ref().map(|k| k.progress.clone()),
+                });
+            }
+            Some(server)
+        }
         _ => None,
     };
     let show = !args.quiet && std::io::stderr().is_terminal();

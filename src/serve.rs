@@ -133,6 +133,15 @@ pub struct AppState {
     pub stop: AtomicBool,
     /// The learner training in this process, if any (its figures go to /metrics).
     pub training: RwLock<Option<Arc<rliv_learner::trainer::TrainProgress>>>,
+    /// The job running in this process, if any, and its Kafka input.
+    pub job: RwLock<Option<JobFigures>>,
+}
+
+/// Live figures of a replay or Kafka run in the same process.
+#[derive(Clone)]
+pub struct JobFigures {
+    pub progress: Arc<rliv_dataflows::Progress>,
+    pub kafka: Option<Arc<rliv_dataflows::kafka::KafkaProgress>>,
 }
 
 /// A response status with a JSON body.
@@ -161,6 +170,7 @@ impl AppState {
             metrics: Metrics::default(),
             stop: AtomicBool::new(false),
             training: RwLock::new(None),
+            job: RwLock::new(None),
         })
     }
 
@@ -420,8 +430,79 @@ impl AppState {
         if let Some(t) = self.training.read().ok().and_then(|t| t.clone()) {
             out += &training_metrics(&t);
         }
+        if let Some(j) = self.job.read().ok().and_then(|j| j.clone()) {
+            out += &job_metrics(&j);
+        }
         out
     }
+}
+
+fn job_metrics(j: &JobFigures) -> String {
+    let mut out = String::new();
+    let mut put = |name: &str, kind: &str, help: &str, v: String| {
+        out += &format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
+    };
+    let p = &j.progress;
+    put(
+        "rliv_job_events_total",
+        "counter",
+        "Input events (lines or messages) processed.",
+        p.lines.load(Ordering::Relaxed).to_string(),
+    );
+    put(
+        "rliv_job_closed_exposures_total",
+        "counter",
+        "Exposures closed by the label join.",
+        p.closed_exposures.load(Ordering::Relaxed).to_string(),
+    );
+    put(
+        "rliv_job_transitions_total",
+        "counter",
+        "ASA transitions emitted.",
+        p.transitions.load(Ordering::Relaxed).to_string(),
+    );
+    put(
+        "rliv_job_dead_letters_total",
+        "counter",
+        "Records dead-lettered (bad input, late, orphan, ...).",
+        p.dead_letters.load(Ordering::Relaxed).to_string(),
+    );
+    put(
+        "rliv_job_pairs",
+        "gauge",
+        "Pairs in the state.",
+        p.pairs.load(Ordering::Relaxed).to_string(),
+    );
+    let wm = p.watermark_ms.load(Ordering::Relaxed);
+    if wm > i64::MIN / 2 {
+        put(
+            "rliv_job_watermark_ms",
+            "gauge",
+            "Event-time watermark of the label join.",
+            wm.to_string(),
+        );
+    }
+    if let Some(k) = &j.kafka {
+        put(
+            "rliv_kafka_lag_messages",
+            "gauge",
+            "Messages behind the partitions' ends.",
+            k.lag.load(Ordering::Relaxed).to_string(),
+        );
+        put(
+            "rliv_kafka_messages_total",
+            "counter",
+            "Messages consumed.",
+            k.messages.load(Ordering::Relaxed).to_string(),
+        );
+        put(
+            "rliv_kafka_errors_total",
+            "counter",
+            "Consumer errors (reconnects, ...).",
+            k.errors.load(Ordering::Relaxed).to_string(),
+        );
+    }
+    out
 }
 
 fn training_metrics(t: &rliv_learner::trainer::TrainProgress) -> String {

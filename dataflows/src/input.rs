@@ -22,6 +22,8 @@ pub enum InputError {
     Missing(PathBuf),
     #[error("{0}: directory holds no .jsonl, .json, .ndjson or .gz files")]
     EmptyDir(PathBuf),
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 fn io(path: &Path, err: std::io::Error) -> InputError {
@@ -275,6 +277,39 @@ pub fn first_ts(data: &[u8]) -> Option<i64> {
 }
 
 /// Both sources, merged into one deterministic sequence of chunks.
+/// Where an input stands: file positions per source, or Kafka offsets
+/// (`"topic/partition"` -> next offset to read).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Positions {
+    pub files: [SourcePos; 2],
+    #[serde(default)]
+    pub offsets: std::collections::BTreeMap<String, i64>,
+}
+
+/// What an input source has next.
+pub enum Next {
+    Chunk(Chunk),
+    /// Nothing now; ask again later (a live stream).
+    Pending,
+    /// The input ended.
+    End,
+}
+
+/// An input of the job: files ([`Reader`]) or Kafka topics.
+pub trait ChunkSource: Send {
+    fn next_epoch(&self) -> u64;
+    /// Called with the epoch the next chunk gets; advances on `Next::Chunk`.
+    fn next(&mut self) -> Result<Next, InputError>;
+    /// Position after the last chunk handed out.
+    fn positions(&self) -> Positions;
+    /// Whether `Next::End` means the sources are exhausted (files), so the
+    /// watermark may pass them; a stream that merely stops (Kafka) keeps
+    /// them live, so a later run continues it as one stream.
+    fn exhausts_at_end(&self) -> bool {
+        true
+    }
+}
+
 pub struct Reader {
     sources: Vec<SourceReader>,
     ahead: Vec<Option<(Chunk, SourcePos, Option<i64>)>>,
@@ -336,6 +371,24 @@ impl Reader {
         self.fill(0)?;
         self.fill(1)?;
         Ok(self.done)
+    }
+}
+
+impl ChunkSource for Reader {
+    fn next_epoch(&self) -> u64 {
+        self.next_epoch
+    }
+    fn next(&mut self) -> Result<Next, InputError> {
+        Ok(match self.next_chunk()? {
+            Some(c) => Next::Chunk(c),
+            None => Next::End,
+        })
+    }
+    fn positions(&self) -> Positions {
+        Positions {
+            files: self.positions.clone(),
+            offsets: Default::default(),
+        }
     }
 }
 

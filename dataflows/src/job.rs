@@ -17,7 +17,9 @@ use timely::dataflow::operators::generic::operator::source;
 
 use crate::config::{JoinConfig, ReplayConfig};
 use crate::event::{Source, Transition};
-use crate::input::{expand_paths, Chunk, InputError, Reader, SourcePos, SourceReader};
+use crate::input::{
+    expand_paths, Chunk, ChunkSource, InputError, Next, Reader, SourcePos, SourceReader,
+};
 use crate::metrics::{Counter, Counters};
 use crate::operators::{
     decode_snapshot, Abort, DeadLetter, InputMark, JoinStart, LabelJoin, PairState, ParseChunks,
@@ -66,6 +68,10 @@ pub struct Checkpoint {
     pub files: Vec<(Source, String)>,
     /// Next line to read, per source.
     pub positions: [SourcePos; 2],
+    /// Next offset to read per Kafka partition (`"topic/partition"`), in
+    /// the same batch as the counters it produced.
+    #[serde(default)]
+    pub offsets: std::collections::BTreeMap<String, i64>,
     pub next_epoch: u64,
     /// The run read all of its input.
     pub finished: bool,
@@ -102,6 +108,7 @@ impl Checkpoint {
             version: CHECKPOINT_VERSION,
             files,
             positions: Default::default(),
+            offsets: Default::default(),
             next_epoch,
             finished: false,
             run_start: counters.clone(),
@@ -130,6 +137,12 @@ pub struct Progress {
     pub closed_exposures: AtomicU64,
     pub pairs: AtomicU64,
     pub epochs: AtomicU64,
+    /// Dead letters written by this process.
+    pub dead_letters: AtomicU64,
+    /// Transitions emitted by this process.
+    pub transitions: AtomicU64,
+    /// The event-time watermark of the label join (ms; i64::MIN before any input).
+    pub watermark_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Everything a replay needs.
@@ -149,6 +162,21 @@ pub struct ReplayRequest {
     /// In-process consumer of transitions (bounded: it slows the job when full).
     pub consumer: Option<Sender<Transition>>,
     pub progress: Option<Arc<Progress>>,
+    /// Read Kafka topics instead of files (`rliv run`).
+    pub kafka: Option<KafkaRun>,
+}
+
+/// A run on Kafka topics.
+#[derive(Clone, Debug)]
+pub struct KafkaRun {
+    pub cfg: crate::kafka::KafkaConfig,
+    /// Stop once every partition is at its end (tests, catching up); a live
+    /// run goes on until it is stopped.
+    pub until_end: bool,
+    /// Live figures (lag, messages) of the input.
+    pub progress: Arc<crate::kafka::KafkaProgress>,
+    /// Set to stop a live run at the next chunk boundary (the state stays consistent).
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ReplayRequest {
@@ -165,6 +193,7 @@ impl ReplayRequest {
             allow_repeat: false,
             consumer: None,
             progress: None,
+            kafka: None,
         }
     }
 }
@@ -197,14 +226,20 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
     req.replay.validate().map_err(JobError::Config)?;
     let started = Instant::now();
 
+    let kafka = req.kafka.clone();
+    if let Some(k) = &kafka {
+        k.cfg.validate().map_err(JobError::Config)?;
+    }
     let mut files: Vec<(Source, PathBuf)> = Vec::new();
-    for p in expand_paths(&req.exposures)? {
-        files.push((Source::Exposures, p));
+    if kafka.is_none() {
+        for p in expand_paths(&req.exposures)? {
+            files.push((Source::Exposures, p));
+        }
+        for p in expand_paths(&req.actions)? {
+            files.push((Source::Actions, p));
+        }
     }
-    for p in expand_paths(&req.actions)? {
-        files.push((Source::Actions, p));
-    }
-    let file_names: Vec<(Source, String)> = files
+    let mut file_names: Vec<(Source, String)> = files
         .iter()
         .map(|(s, p)| (*s, p.display().to_string()))
         .collect();
@@ -216,7 +251,33 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         .clone()
         .unwrap_or_else(|| req.state_dir.join("dead-letters.jsonl"));
 
-    let (cp, resumed, reopen) = match previous {
+    let is_stream = |cp: &Checkpoint| {
+        !cp.files.is_empty() && cp.files.iter().all(|(_, n)| n.starts_with("kafka:"))
+    };
+    let (mut cp, resumed, reopen) = match previous {
+        Some(cp) if cp.version != CHECKPOINT_VERSION => {
+            return Err(JobError::Resume(format!(
+                "state was written by checkpoint format {} (this rliv reads {CHECKPOINT_VERSION})",
+                cp.version
+            )))
+        }
+        // A Kafka run continues the stream where the state stands.
+        Some(cp) if kafka.is_some() && is_stream(&cp) => {
+            let finished = cp.finished;
+            (cp, true, finished)
+        }
+        Some(cp) if kafka.is_some() && cp.finished => {
+            // A finished file replay (a backfill) continued by the live stream.
+            let next = Checkpoint::new_run(Some(cp), Vec::new(), req.transitions.as_deref(), &dead_path);
+            (next, false, true)
+        }
+        Some(cp) if kafka.is_some() => {
+            return Err(JobError::Resume(format!(
+                "{} holds an unfinished file replay ({}); finish it with `rliv replay` first, or use a new --state",
+                req.state_dir.display(),
+                describe(&cp.files)
+            )))
+        }
         Some(cp) if cp.version != CHECKPOINT_VERSION => {
             return Err(JobError::Resume(format!(
                 "state was written by checkpoint format {} (this rliv reads {CHECKPOINT_VERSION})",
@@ -306,6 +367,27 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         .store(cp.counters.get(Counter::NewPairs), Ordering::Relaxed);
     let (tx, rx) = crossbeam_channel::unbounded::<Report>();
 
+    // Kafka: connect at the stored offsets; the partitions are the file table.
+    let mut kafka_reader = None;
+    let mut sink = None;
+    if let Some(k) = &kafka {
+        let (mut r, names) = crate::kafka::KafkaReader::connect(
+            &k.cfg,
+            &cp.offsets,
+            start_epoch,
+            req.replay.chunk_lines,
+            req.replay.max_line_bytes,
+            k.until_end,
+            durable_before.clone(),
+        )?;
+        r.progress = k.progress.clone();
+        r.stop = k.stop.clone();
+        cp.files = names.clone();
+        file_names = names;
+        kafka_reader = Some(r);
+        sink = Some(crate::kafka::KafkaSink::new(&k.cfg)?);
+    }
+
     let mut committer = Committer {
         store: store.clone(),
         workers,
@@ -321,38 +403,52 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         sync: req.store.sync_commits,
         pending_puts: Vec::new(),
         epochs_done: 0,
+        sink,
     };
     let committer_thread = std::thread::Builder::new()
         .name("rliv-committer".into())
         .spawn(move || committer.run(rx).map(|()| committer.cp))
         .map_err(|e| JobError::Aborted(format!("starting the committer: {e}")))?;
 
-    let mut readers = Vec::new();
-    for (i, s) in Source::ALL.iter().enumerate() {
-        let list: Vec<(u32, PathBuf)> = files
-            .iter()
-            .enumerate()
-            .filter(|(_, (src, _))| src == s)
-            .map(|(idx, (_, p))| (idx as u32, p.clone()))
-            .collect();
-        let pos = start_positions[i].clone();
-        readers.push(SourceReader::new(
-            *s,
-            list,
-            pos,
-            req.replay.chunk_lines,
-            req.replay.max_line_bytes,
-        ));
-    }
-    let reader = Arc::new(Mutex::new(Some(Reader::new(readers, start_epoch))));
+    let reader: Box<dyn ChunkSource> = match kafka_reader.take() {
+        Some(k) => Box::new(k),
+        None => {
+            let mut readers = Vec::new();
+            for (i, s) in Source::ALL.iter().enumerate() {
+                let list: Vec<(u32, PathBuf)> = files
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (src, _))| src == s)
+                    .map(|(idx, (_, p))| (idx as u32, p.clone()))
+                    .collect();
+                let pos = start_positions[i].clone();
+                readers.push(SourceReader::new(
+                    *s,
+                    list,
+                    pos,
+                    req.replay.chunk_lines,
+                    req.replay.max_line_bytes,
+                ));
+            }
+            Box::new(Reader::new(readers, start_epoch))
+        }
+    };
+    let reader = Arc::new(Mutex::new(Some(reader)));
 
     let cfg = req.replay.clone();
     let join_cfg = req.join.clone();
     let outputs = TransitionOutputs {
-        lines: req.transitions.is_some(),
+        lines: req.transitions.is_some()
+            || kafka
+                .as_ref()
+                .is_some_and(|k| !k.cfg.transitions_topic.is_empty()),
         records: req.consumer.is_some(),
     };
-    let start = JoinStart { snapshots, reopen };
+    let start = JoinStart {
+        snapshots,
+        reopen,
+        watermark: progress.watermark_ms.clone(),
+    };
     let worker_abort = abort.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
@@ -442,7 +538,7 @@ fn describe(files: &[(Source, String)]) -> String {
 /// `max_inflight_chunks` ahead of the committer.
 fn read_input<'scope>(
     scope: timely::dataflow::Scope<'scope, u64>,
-    reader: Option<Reader>,
+    reader: Option<Box<dyn ChunkSource>>,
     cfg: ReplayConfig,
     tx: Sender<Report>,
     done_before: Arc<AtomicU64>,
@@ -454,7 +550,7 @@ fn read_input<'scope>(
         let mut cap = match &reader {
             Some(r) => {
                 let mut c = cap;
-                c.downgrade(&r.next_epoch);
+                c.downgrade(&r.next_epoch());
                 Some(c)
             }
             None => None,
@@ -471,12 +567,12 @@ fn read_input<'scope>(
                 return;
             }
             for _ in 0..4 {
-                let epoch = r.next_epoch;
+                let epoch = r.next_epoch();
                 if epoch >= done_before.load(Ordering::Acquire) + cfg.max_inflight_chunks as u64 {
                     activator.activate_after(Duration::from_micros(300));
                     return;
                 }
-                let next = match r.next_chunk() {
+                let next = match r.next() {
                     Ok(next) => next,
                     Err(e) => {
                         abort.raise(e.to_string());
@@ -485,17 +581,21 @@ fn read_input<'scope>(
                     }
                 };
                 let (chunk, last) = match next {
-                    Some(mut chunk) => {
+                    Next::Pending => {
+                        // A live stream with nothing new: poll again shortly.
+                        activator.activate_after(Duration::from_millis(5));
+                        return;
+                    }
+                    Next::Chunk(mut chunk) => {
                         chunk.commit = last_commit.elapsed() >= commit_every;
                         (chunk, false)
                     }
-                    None => {
-                        r.next_epoch += 1;
+                    Next::End => {
                         let chunk = Chunk {
                             epoch,
                             commit: true,
                             last: true,
-                            exhausted_after: [true, true],
+                            exhausted_after: [r.exhausts_at_end(); 2],
                             ..Chunk::default()
                         };
                         (chunk, true)
@@ -506,7 +606,7 @@ fn read_input<'scope>(
                 }
                 let _ = tx.send(Report::Input(InputMark {
                     epoch,
-                    positions: r.positions.clone(),
+                    positions: r.positions(),
                     commit: chunk.commit,
                     last,
                 }));
@@ -609,6 +709,8 @@ struct Committer {
     /// commit epochs; workers own disjoint pairs).
     pending_puts: Vec<(PairKey, Vec<u8>)>,
     epochs_done: u64,
+    /// Kafka topics for transitions and dead letters (`rliv run`).
+    sink: Option<crate::kafka::KafkaSink>,
 }
 
 impl Committer {
@@ -689,6 +791,15 @@ impl Committer {
                 raw: &d.raw,
             };
             serde_json::to_writer(&mut line, &rec).map_err(|e| JobError::Aborted(e.to_string()))?;
+            if let Some((sink, topic)) = self
+                .sink
+                .as_ref()
+                .and_then(|s| s.dead_letter_topic.as_deref().map(|t| (s, t)))
+            {
+                let key = format!("{}:{}", rec.file, rec.line);
+                sink.send(topic, key.as_bytes(), &line)
+                    .map_err(JobError::Aborted)?;
+            }
             line.push(b'\n');
             self.dead.write(&line)?;
         }
@@ -710,10 +821,17 @@ impl Committer {
         self.progress
             .epochs
             .store(self.epochs_done, Ordering::Relaxed);
+        self.progress
+            .dead_letters
+            .fetch_add(acc.dead.len() as u64, Ordering::Relaxed);
+        self.progress
+            .transitions
+            .fetch_add(acc.counters.get(Counter::Transitions), Ordering::Relaxed);
 
         let Some(mark) = mark else { return Ok(()) };
         self.cp.next_epoch = epoch + 1;
-        self.cp.positions = mark.positions.clone();
+        self.cp.positions = mark.positions.files.clone();
+        self.cp.offsets = mark.positions.offsets.clone();
         if !mark.commit {
             return Ok(());
         }
@@ -744,6 +862,10 @@ impl Committer {
         }
         self.dead.flush(sync)?;
         self.cp.dead_letters.len = self.dead.len;
+        // Topics first, then the state: at-least-once for the topics.
+        if let Some(sink) = &self.sink {
+            sink.flush().map_err(JobError::Aborted)?;
+        }
 
         let mut commit = Commit {
             meta_delete_prefixes: vec![WINDOW_PREFIX.to_vec()],
@@ -772,6 +894,29 @@ impl Committer {
         }
         if batches.len() > 1 {
             order.sort_unstable_by(|x, y| batches[x.0].keys[x.1].cmp(&batches[y.0].keys[y.1]));
+        }
+        if let Some((sink, topic)) = self
+            .sink
+            .as_ref()
+            .and_then(|s| s.transitions_topic.as_deref().map(|t| (s, t)))
+        {
+            for &(b, i) in &order {
+                let batch = &batches[b];
+                let start = if i == 0 {
+                    0
+                } else {
+                    batch.ends[i - 1] as usize
+                };
+                let line = &batch.lines[start..batch.ends[i] as usize];
+                let (_, _, request, item) = batch.keys[i];
+                let key = format!("{request}:{item}");
+                sink.send(
+                    topic,
+                    key.as_bytes(),
+                    line.strip_suffix(b"\n").unwrap_or(line),
+                )
+                .map_err(JobError::Aborted)?;
+            }
         }
         if let Some(out) = self.transitions.as_mut() {
             for &(b, i) in &order {

@@ -12,6 +12,7 @@
 //! - [`join`]: the label join as plain logic; [`pairs`]: pair state and ASA.
 //! - [`operators`]: the timely operators around them.
 //! - [`job`]: the replay job and its committer (exactly-once pair state).
+//! - [`kafka`]: Kafka topics as input (offsets committed with the state) and output.
 
 pub mod config;
 pub mod event;
@@ -19,6 +20,7 @@ mod fastjson;
 pub mod input;
 pub mod job;
 pub mod join;
+pub mod kafka;
 pub mod metrics;
 pub mod operators;
 pub mod pairs;

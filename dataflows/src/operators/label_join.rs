@@ -18,6 +18,8 @@ pub struct JoinStart {
     pub snapshots: Vec<Vec<u8>>,
     /// A new input run: sources that were exhausted are read again.
     pub reopen: bool,
+    /// Where worker 0 publishes the watermark after each epoch (progress, metrics).
+    pub watermark: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Encodes a worker's window and the watermark for a commit.
@@ -102,6 +104,11 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Parsed>> {
                         wm.observe(s, None, meta.exhausted_after[s as usize]);
                     }
                     join.advance(wm.current(lateness), meta.last && drain_at_end, &mut out);
+                    if me == 0 {
+                        start
+                            .watermark
+                            .store(wm.current(lateness), std::sync::atomic::Ordering::Relaxed);
+                    }
                     session.give_iterator(out.interactions.into_iter().map(Joined::Interaction));
                     for r in out.rejected {
                         session.give(Joined::Side(Side::Dead(dead_letter(r, &cfg))));

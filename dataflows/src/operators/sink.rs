@@ -13,7 +13,7 @@ use super::Side;
 #[derive(Clone, Debug)]
 pub struct InputMark {
     pub epoch: u64,
-    pub positions: [crate::input::SourcePos; 2],
+    pub positions: crate::input::Positions,
     pub commit: bool,
     pub last: bool,
 }

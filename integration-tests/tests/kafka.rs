@@ -1,0 +1,435 @@
+//! `rliv run` against a real Kafka-protocol broker: Tansu, started by each
+//! test on a free loopback port with its own sqlite storage.
+//!
+//! The broker binary is `RLIV_TANSU`, or `~/.cache/rliv/tools/bin/tansu`
+//! (`scripts/install-tansu.sh` builds it; `scripts/test.sh` runs that first).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn rliv_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("RLIV_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("rliv")
+}
+
+fn tansu_bin() -> PathBuf {
+    let p = std::env::var("RLIV_TANSU")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/rliv/tools/bin/tansu")
+        });
+    assert!(
+        p.exists(),
+        "the Tansu broker is not installed at {}: run scripts/install-tansu.sh (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+/// A Tansu broker with sqlite storage in `dir`; killed on drop.
+struct Broker {
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Broker {
+    fn start(dir: &Path) -> Broker {
+        let mut b = Broker {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        b.restart();
+        b
+    }
+
+    fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        self.stop();
+        std::fs::create_dir_all(&self.dir).expect("broker dir");
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::File::create(self.dir.join("tansu.log")).expect("log");
+        let child = Command::new(tansu_bin())
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start tansu");
+        self.child = Some(child);
+        let t = Instant::now();
+        while TcpStream::connect(self.addr()).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "tansu did not listen on {}",
+                self.addr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+struct Env {
+    vars: Vec<(String, String)>,
+}
+
+impl Env {
+    fn new(broker: &Broker, prefix: &str) -> Env {
+        let t = |name: &str| format!("{prefix}-{name}");
+        Env {
+            vars: vec![
+                ("RLIV_KAFKA_BROKERS".into(), broker.addr()),
+                ("RLIV__KAFKA__EXPOSURES_TOPIC".into(), t("exposures")),
+                ("RLIV__KAFKA__ACTIONS_TOPIC".into(), t("actions")),
+                ("RLIV__KAFKA__TRANSITIONS_TOPIC".into(), t("transitions")),
+                ("RLIV__KAFKA__DEAD_LETTER_TOPIC".into(), t("dead-letters")),
+                ("RLIV__KAFKA__GROUP_ID".into(), t("group")),
+                ("RLIV__REPLAY__COMMIT_INTERVAL_MS".into(), "20".into()),
+                ("RLIV__STATE__SYNC_COMMITS".into(), "false".into()),
+            ],
+        }
+    }
+
+    fn topic(&self, name: &str) -> String {
+        let key = format!(
+            "RLIV__KAFKA__{}_TOPIC",
+            name.to_ascii_uppercase().replace('-', "_")
+        );
+        self.vars
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.clone())
+            .expect("topic")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(rliv_bin());
+        c.args(args);
+        for (k, v) in &self.vars {
+            c.env(k, v);
+        }
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("run rliv")
+    }
+
+    fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "rliv {args:?} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Generates a log and loads it into fresh topics with `partitions` partitions.
+fn load(env: &Env, dir: &Path, partitions: u32, exposures: u32) -> PathBuf {
+    let log = dir.join("log");
+    if !log.join("exposures.jsonl").exists() {
+        env.ok(&[
+            "gen",
+            "--out",
+            s(&log),
+            "--exposures",
+            &exposures.to_string(),
+        ]);
+    }
+    env.ok(&[
+        "kafka",
+        "create-topics",
+        "--partitions",
+        &partitions.to_string(),
+    ]);
+    env.ok(&[
+        "kafka",
+        "produce",
+        "--topic",
+        &env.topic("exposures"),
+        "--file",
+        s(&log.join("exposures.jsonl")),
+    ]);
+    env.ok(&[
+        "kafka",
+        "produce",
+        "--topic",
+        &env.topic("actions"),
+        "--file",
+        s(&log.join("actions.jsonl")),
+    ]);
+    log
+}
+
+fn dump(env: &Env, state: &Path) -> String {
+    String::from_utf8(env.ok(&["dump", "--state", s(state)]).stdout).expect("utf-8")
+}
+
+fn run_to_end(env: &Env, state: &Path, workers: u32) {
+    env.ok(&[
+        "run",
+        "-q",
+        "--until-end",
+        "--state",
+        s(state),
+        "-w",
+        &workers.to_string(),
+    ]);
+}
+
+#[test]
+fn killed_runs_resume_to_exactly_the_uninterrupted_pair_state() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Broker::start(&dir.path().join("broker"));
+    let env = Env::new(&broker, "kill");
+    load(&env, dir.path(), 2, 60_000);
+    let whole = dir.path().join("whole");
+    let t0 = Instant::now();
+    run_to_end(&env, &whole, 2);
+    let full = t0.elapsed();
+    let reference = dump(&env, &whole);
+    assert!(reference.lines().count() > 1000);
+
+    let state = dir.path().join("killed");
+    let mut kills = 0;
+    for fraction in [0.2, 0.4, 0.6, 0.8] {
+        let mut child = env
+            .cmd(&["run", "-q", "--until-end", "--state", s(&state), "-w", "2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        std::thread::sleep(full.mul_f64(fraction).max(Duration::from_millis(50)));
+        if child.try_wait().expect("wait").is_none() {
+            child.kill().expect("SIGKILL");
+            kills += 1;
+        }
+        let _ = child.wait();
+    }
+    assert!(
+        kills > 0,
+        "no run was killed mid-way: the test did not test anything"
+    );
+    run_to_end(&env, &state, 2);
+    assert_eq!(
+        dump(&env, &state),
+        reference,
+        "pair dump after {kills} kills"
+    );
+    // The dead letters (file) are exactly once too.
+    assert_eq!(
+        std::fs::read(state.join("dead-letters.jsonl")).expect("dead letters"),
+        std::fs::read(whole.join("dead-letters.jsonl")).expect("dead letters")
+    );
+}
+
+#[test]
+fn partitions_and_workers_do_not_change_the_dump() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Broker::start(&dir.path().join("broker"));
+    let one = Env::new(&broker, "one");
+    load(&one, dir.path(), 1, 20_000);
+    let two = Env::new(&broker, "two");
+    load(&two, dir.path(), 2, 20_000);
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    run_to_end(&one, &a, 1);
+    run_to_end(&two, &b, 2);
+    let da = dump(&one, &a);
+    assert!(da.lines().count() > 100);
+    assert_eq!(
+        da,
+        dump(&two, &b),
+        "1 partition x 1 worker vs 2 partitions x 2 workers"
+    );
+}
+
+#[test]
+fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut broker = Broker::start(&dir.path().join("broker"));
+    let env = Env::new(&broker, "restart");
+    load(&env, dir.path(), 2, 60_000);
+    let whole = dir.path().join("whole");
+    run_to_end(&env, &whole, 2);
+    let reference = dump(&env, &whole);
+
+    let state = dir.path().join("restarted");
+    let mut child = env
+        .cmd(&["run", "-q", "--until-end", "--state", s(&state), "-w", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(300));
+    broker.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    broker.restart();
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the run did not finish after the broker came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+    }
+    assert!(
+        status.success(),
+        "run failed across the broker restart: {err}"
+    );
+    assert_eq!(
+        dump(&env, &state),
+        reference,
+        "pair dump across a broker restart"
+    );
+}
+
+#[test]
+fn bad_messages_are_counted_and_dead_lettered_and_good_ones_processed() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Broker::start(&dir.path().join("broker"));
+    let env = Env::new(&broker, "bad");
+    env.ok(&["kafka", "create-topics", "--partitions", "2"]);
+    let exposures = dir.path().join("e.jsonl");
+    let actions = dir.path().join("a.jsonl");
+    std::fs::write(
+        &exposures,
+        concat!(
+            r#"{"request_id":1,"user_id":10,"item_id":100,"author_id":7,"ts_ms":1000}"#,
+            "\n",
+            "not json\n",
+            r#"{"request_id":2,"user_id":10,"item_id":101,"ts_ms":2000}"#,
+            "\n",
+            r#"{"request_id":3,"user_id":11,"item_id":102,"author_id":8,"ts_ms":3000}"#,
+            "\n",
+        ),
+    )
+    .expect("write");
+    std::fs::write(
+        &actions,
+        concat!(
+            r#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":1500,"action":"click"}"#,
+            "\n",
+            r#"{"request_id":"x","user_id":10,"item_id":100,"ts_ms":1500,"action":"click"}"#,
+            "\n",
+            r#"{"request_id":3,"user_id":11,"item_id":102,"ts_ms":3100,"action":"watch","value":4.5}"#,
+            "\n",
+        ),
+    )
+    .expect("write");
+    env.ok(&[
+        "kafka",
+        "produce",
+        "--topic",
+        &env.topic("exposures"),
+        "--file",
+        s(&exposures),
+    ]);
+    env.ok(&[
+        "kafka",
+        "produce",
+        "--topic",
+        &env.topic("actions"),
+        "--file",
+        s(&actions),
+    ]);
+    let state = dir.path().join("state");
+    env.ok(&[
+        "run",
+        "-q",
+        "--until-end",
+        "--drain-at-end",
+        "--state",
+        s(&state),
+        "--json",
+    ]);
+    let pairs = dump(&env, &state);
+    assert!(
+        pairs.contains(r#""user_id":10,"author_id":7,"exposures":1,"clicks":1"#),
+        "{pairs}"
+    );
+    assert!(
+        pairs.contains(r#""user_id":11,"author_id":8,"exposures":1,"clicks":0,"watches":1"#),
+        "{pairs}"
+    );
+    let topic = String::from_utf8(
+        env.ok(&["kafka", "consume", "--topic", &env.topic("dead-letters")])
+            .stdout,
+    )
+    .expect("utf-8");
+    let reasons: Vec<String> = topic
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("json")["reason"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let mut sorted = reasons.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        vec!["malformed_json", "missing_field", "wrong_type"],
+        "{topic}"
+    );
+    // The transitions topic holds one transition per closed exposure.
+    let transitions = String::from_utf8(
+        env.ok(&["kafka", "consume", "--topic", &env.topic("transitions")])
+            .stdout,
+    )
+    .expect("utf-8");
+    assert_eq!(transitions.lines().count(), 2, "{transitions}");
+}
