@@ -93,6 +93,11 @@ pub struct Chunk {
     pub commit: bool,
     /// The empty end-of-input marker.
     pub last: bool,
+    /// Event-time progress of the whole source after this chunk, when the
+    /// source has several partitions (the minimum over its live partitions);
+    /// `None`: the chunk's newest record is the source's progress.
+    #[serde(default)]
+    pub source_progress: Option<i64>,
 }
 
 /// Reads one file's lines, bounding memory for over-long lines.
@@ -284,6 +289,9 @@ pub struct Positions {
     pub files: [SourcePos; 2],
     #[serde(default)]
     pub offsets: std::collections::BTreeMap<String, i64>,
+    /// Newest event time handed out per Kafka partition (its watermark).
+    #[serde(default)]
+    pub partition_ts: std::collections::BTreeMap<String, i64>,
 }
 
 /// What an input source has next.
@@ -387,7 +395,7 @@ impl ChunkSource for Reader {
     fn positions(&self) -> Positions {
         Positions {
             files: self.positions.clone(),
-            offsets: Default::default(),
+            ..Positions::default()
         }
     }
 }

@@ -72,6 +72,10 @@ pub struct Checkpoint {
     /// the same batch as the counters it produced.
     #[serde(default)]
     pub offsets: std::collections::BTreeMap<String, i64>,
+    /// Newest event time handed out per Kafka partition (restores the
+    /// per-partition watermarks exactly).
+    #[serde(default)]
+    pub partition_ts: std::collections::BTreeMap<String, i64>,
     pub next_epoch: u64,
     /// The run read all of its input.
     pub finished: bool,
@@ -109,6 +113,7 @@ impl Checkpoint {
             files,
             positions: Default::default(),
             offsets: Default::default(),
+            partition_ts: Default::default(),
             next_epoch,
             finished: false,
             run_start: counters.clone(),
@@ -374,6 +379,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         let (mut r, names) = crate::kafka::KafkaReader::connect(
             &k.cfg,
             &cp.offsets,
+            &cp.partition_ts,
             start_epoch,
             req.replay.chunk_lines,
             req.replay.max_line_bytes,
@@ -832,6 +838,7 @@ impl Committer {
         self.cp.next_epoch = epoch + 1;
         self.cp.positions = mark.positions.files.clone();
         self.cp.offsets = mark.positions.offsets.clone();
+        self.cp.partition_ts = mark.positions.partition_ts.clone();
         if !mark.commit {
             return Ok(());
         }

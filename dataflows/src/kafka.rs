@@ -125,6 +125,8 @@ struct Part {
     buf: VecDeque<(i64, Vec<u8>)>,
     eof: bool,
     last_data: Instant,
+    /// Newest event time handed out from this partition.
+    max_ts: Option<i64>,
 }
 
 /// Live figures of the Kafka input.
@@ -164,6 +166,7 @@ impl KafkaReader {
     pub fn connect(
         cfg: &KafkaConfig,
         offsets: &BTreeMap<String, i64>,
+        partition_ts: &BTreeMap<String, i64>,
         next_epoch: u64,
         chunk_lines: usize,
         max_line_bytes: usize,
@@ -226,6 +229,7 @@ impl KafkaReader {
                     buf: VecDeque::new(),
                     eof: false,
                     last_data: Instant::now(),
+                    max_ts: partition_ts.get(&name).copied(),
                 });
                 names.push((*source, format!("kafka:{name}")));
             }
@@ -338,6 +342,21 @@ impl KafkaReader {
         }
     }
 
+    /// The event-time progress of `source`: the slowest of its partitions
+    /// that may still deliver (not at their end with nothing buffered, not
+    /// idle); a partition that delivered nothing yet holds it at the start.
+    fn source_progress(&self, source: Source) -> i64 {
+        let parts = || self.parts.iter().filter(|p| p.source == source);
+        let live: Vec<i64> = parts()
+            .filter(|p| !(p.eof && p.buf.is_empty()) && p.last_data.elapsed() < self.idle)
+            .map(|p| p.max_ts.unwrap_or(i64::MIN))
+            .collect();
+        match live.iter().min() {
+            Some(m) => *m,
+            None => parts().filter_map(|p| p.max_ts).max().unwrap_or(i64::MIN),
+        }
+    }
+
     fn update_lag(&mut self) {
         // A broker round trip per partition: not more often than every 5 s.
         if self.last_high_check.elapsed() < Duration::from_secs(5) {
@@ -433,12 +452,17 @@ impl ChunkSource for KafkaReader {
                 payload.truncate(self.max_line_bytes);
                 chunk.too_long.push(n as u32);
             }
+            if let Some(ts) = first_ts(&payload) {
+                part.max_ts = part.max_ts.max(Some(ts));
+            }
             chunk.data.extend_from_slice(&payload);
             chunk.data.push(b'\n');
             part.next = offset + 1;
             expect = Some(offset + 1);
             n += 1;
         }
+        let source = chunk.source.unwrap_or(Source::Exposures);
+        chunk.source_progress = Some(self.source_progress(source));
         self.next_epoch += 1;
         self.marks.push_back((chunk.epoch, self.offsets()));
         Ok(Next::Chunk(chunk))
@@ -448,6 +472,11 @@ impl ChunkSource for KafkaReader {
         Positions {
             files: Default::default(),
             offsets: self.offsets(),
+            partition_ts: self
+                .parts
+                .iter()
+                .filter_map(|p| p.max_ts.map(|t| (partition_name(&p.topic, p.partition), t)))
+                .collect(),
         }
     }
 

@@ -123,7 +123,12 @@ pub fn parse_chunk(chunk: &Chunk, out: &mut Vec<Parsed>) -> Meta {
     Meta {
         target: 0,
         source: chunk.source,
-        max_ts,
+        // A partitioned source (Kafka) reports its own progress: the slowest
+        // of its live partitions, not this chunk's newest record.
+        max_ts: match chunk.source_progress {
+            Some(p) => Some(p),
+            None => max_ts,
+        },
         exhausted_after: chunk.exhausted_after,
         commit: chunk.commit,
         last: chunk.last,
