@@ -60,6 +60,15 @@ pub enum BenchCmd {
         #[arg(long)]
         checkpoints: Option<PathBuf>,
     },
+    /// Kafka: events/s from the broker to pair state, consumer lag while a
+    /// producer writes, and the same log from files (starts a Tansu broker
+    /// unless RLIV_KAFKA_BROKERS is set).
+    Kafka {
+        #[arg(long, default_value_t = 200_000)]
+        exposures: u64,
+        #[arg(short = 'w', long, default_value_t = 2)]
+        workers: usize,
+    },
     /// Bytes per pair on disk after compaction, for N synthetic pairs.
     State {
         #[arg(long, default_value_t = 10_000_000)]
@@ -78,6 +87,7 @@ pub fn run(cfg: &Config, cmd: BenchCmd, config_file: Option<&Path>) -> Result<()
             transitions,
         } => bench_replay(cfg, exposures, workers, dir, transitions, config_file),
         BenchCmd::State { pairs, dir } => bench_state(cfg, pairs, dir),
+        BenchCmd::Kafka { exposures, workers } => crate::bench_kafka::run(cfg, exposures, workers),
         BenchCmd::Serve {
             candidates,
             connections,

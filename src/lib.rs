@@ -4,6 +4,7 @@
 //! scoring path in `rliv-learner`.
 
 pub mod bench;
+pub mod bench_kafka;
 pub mod bench_serve;
 pub mod config;
 pub mod gen;

@@ -178,8 +178,9 @@ struct RunArgs {
     checkpoints: Option<PathBuf>,
     #[arg(long)]
     resume: bool,
-    /// Serve /rank on this address while running (needs --checkpoints).
-    #[arg(long, requires = "checkpoints")]
+    /// Serve /rank and /metrics on this address while running (models from
+    /// --checkpoints, default STATE/checkpoints).
+    #[arg(long)]
     serve: Option<String>,
     #[arg(long)]
     json: bool,
@@ -297,6 +298,10 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Replay(args) => replay(&cfg, args, None),
         Cmd::Run(args) => {
             let (run, _progress) = rliv::run::kafka_run(&cfg.kafka, args.until_end);
+            let checkpoints = args
+                .checkpoints
+                .clone()
+                .or_else(|| args.serve.as_ref().map(|_| args.state.join("checkpoints")));
             let mut cfg = cfg.clone();
             cfg.replay.drain_at_end = args.drain_at_end;
             let replay_args = ReplayArgs {
@@ -311,7 +316,7 @@ fn run(cli: Cli) -> Result<()> {
                 json: args.json,
                 quiet: args.quiet,
                 train: args.train,
-                checkpoints: args.checkpoints,
+                checkpoints,
                 resume: args.resume,
                 serve: args.serve,
             };

@@ -170,12 +170,12 @@ pub fn produce(cfg: &KafkaConfig, topic: &str, file: &Path) -> Result<u64> {
 pub fn consume(cfg: &KafkaConfig, topic: &str) -> Result<u64> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::Message;
-    let consumer: BaseConsumer = cfg
-        .client()
+    let consumer: BaseConsumer<rliv_dataflows::kafka::QuietEof> = cfg
+        .client_with(&[("fetch.wait.max.ms", "50")])
         .set("group.id", format!("{}-consume", cfg.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .create()
+        .create_with_context(rliv_dataflows::kafka::QuietEof::default())
         .context("creating the consumer")?;
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
     let md = consumer.fetch_metadata(Some(topic), timeout)?;

@@ -388,6 +388,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         )?;
         r.progress = k.progress.clone();
         r.stop = k.stop.clone();
+        r.start_lag_monitor(&k.cfg);
         cp.files = names.clone();
         file_names = names;
         kafka_reader = Some(r);
@@ -589,7 +590,7 @@ fn read_input<'scope>(
                 let (chunk, last) = match next {
                     Next::Pending => {
                         // A live stream with nothing new: poll again shortly.
-                        activator.activate_after(Duration::from_millis(5));
+                        activator.activate_after(Duration::from_millis(1));
                         return;
                     }
                     Next::Chunk(mut chunk) => {

@@ -80,8 +80,17 @@ impl KafkaConfig {
     }
 
     pub fn client(&self) -> ClientConfig {
+        self.client_with(&[])
+    }
+
+    /// A client configuration with rliv's `defaults`, then the user's
+    /// `properties` (which win).
+    pub fn client_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", self.brokers());
+        for (k, v) in defaults {
+            c.set(*k, *v);
+        }
         for (k, v) in &self.properties {
             c.set(k, v);
         }
@@ -138,8 +147,52 @@ pub struct KafkaProgress {
     pub errors: AtomicU64,
 }
 
+/// The default client context, except that reaching a partition's end (which
+/// the reader asks to be told about) is not an error, and a repeated error
+/// (a broker down: librdkafka reports it for every request) is logged once
+/// per 10 s with the number of repeats.
+#[derive(Default)]
+pub struct QuietEof {
+    seen: std::sync::Mutex<HashMap<String, (Instant, u64)>>,
+}
+
+impl ClientContext for QuietEof {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let eof = matches!(
+            error,
+            KafkaError::PartitionEOF(_)
+                | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        );
+        if eof {
+            return;
+        }
+        let msg = format!("{error}");
+        let Ok(mut seen) = self.seen.lock() else {
+            return;
+        };
+        let entry = seen
+            .entry(msg)
+            .or_insert((Instant::now() - Duration::from_secs(60), 0));
+        if entry.0.elapsed() < Duration::from_secs(10) {
+            entry.1 += 1;
+            return;
+        }
+        let repeats = std::mem::take(&mut entry.1);
+        entry.0 = Instant::now();
+        if repeats > 0 {
+            tracing::warn!(
+                "librdkafka: {error}: {reason} (and {repeats} times more in the last 10 s)"
+            );
+        } else {
+            tracing::warn!("librdkafka: {error}: {reason}");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for QuietEof {}
+
 pub struct KafkaReader {
-    consumers: Vec<BaseConsumer>,
+    consumers: Vec<BaseConsumer<QuietEof>>,
     parts: Vec<Part>,
     index: HashMap<(usize, i32), usize>,
     next_epoch: u64,
@@ -152,8 +205,8 @@ pub struct KafkaReader {
     marks: VecDeque<(u64, BTreeMap<String, i64>)>,
     last_group_commit: Instant,
     pub progress: Arc<KafkaProgress>,
-    high: HashMap<usize, i64>,
-    last_high_check: Instant,
+    shared_offsets: Arc<std::sync::Mutex<Vec<(String, i32, i64)>>>,
+    lag_stop: Arc<std::sync::atomic::AtomicBool>,
     /// Set to end the run at the next chunk boundary.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -180,14 +233,18 @@ impl KafkaReader {
         let mut index = HashMap::new();
         for (si, source) in Source::ALL.iter().enumerate() {
             let topic = cfg.topic(*source).to_string();
-            let consumer: BaseConsumer = cfg
-                .client()
+            let consumer: BaseConsumer<QuietEof> = cfg
+                .client_with(&[
+                    // Some brokers hold a fetch for its whole wait when little is
+                    // new; a streaming job wants its data sooner.
+                    ("fetch.wait.max.ms", "50"),
+                ])
                 .set("group.id", &cfg.group_id)
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("enable.partition.eof", "true")
                 .set("auto.offset.reset", "earliest")
-                .create()
+                .create_with_context(QuietEof::default())
                 .map_err(|e| kerr("creating the consumer", e))?;
             let md = consumer
                 .fetch_metadata(Some(&topic), timeout)
@@ -252,8 +309,8 @@ impl KafkaReader {
                 marks: VecDeque::new(),
                 last_group_commit: Instant::now(),
                 progress: Arc::default(),
-                high: HashMap::new(),
-                last_high_check: Instant::now() - Duration::from_secs(10),
+                shared_offsets: Arc::default(),
+                lag_stop: Arc::default(),
                 stop: Arc::default(),
             },
             names,
@@ -357,29 +414,63 @@ impl KafkaReader {
         }
     }
 
-    fn update_lag(&mut self) {
-        // A broker round trip per partition: not more often than every 5 s.
-        if self.last_high_check.elapsed() < Duration::from_secs(5) {
-            return;
+    /// Starts measuring consumer lag into `self.progress` (call after setting it).
+    pub fn start_lag_monitor(&self, cfg: &KafkaConfig) {
+        if let Ok(mut o) = self.shared_offsets.lock() {
+            *o = self.current_offsets();
         }
-        self.last_high_check = Instant::now();
-        let mut lag = 0i64;
-        for (pi, p) in self.parts.iter().enumerate() {
-            let si = usize::from(p.source == Source::Actions);
-            if let Ok((_, high)) = self.consumers[si].fetch_watermarks(
-                &p.topic,
-                p.partition,
-                Duration::from_millis(100),
-            ) {
-                self.high.insert(pi, high);
+        spawn_lag_monitor(
+            cfg,
+            self.shared_offsets.clone(),
+            self.progress.clone(),
+            self.lag_stop.clone(),
+        );
+    }
+
+    fn current_offsets(&self) -> Vec<(String, i32, i64)> {
+        self.parts
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition, p.next))
+            .collect()
+    }
+}
+
+/// Measures consumer lag on its own client and thread, so broker round trips
+/// never stall the reader: every second, each partition's end minus the
+/// reader's position.
+fn spawn_lag_monitor(
+    cfg: &KafkaConfig,
+    offsets: Arc<std::sync::Mutex<Vec<(String, i32, i64)>>>,
+    progress: Arc<KafkaProgress>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let client: Result<BaseConsumer<QuietEof>, _> = cfg
+        .client_with(&[])
+        .set("group.id", format!("{}-lag", cfg.group_id))
+        .create_with_context(QuietEof::default());
+    let Ok(client) = client else { return };
+    let _ = std::thread::Builder::new()
+        .name("rliv-kafka-lag".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let parts = offsets.lock().map(|o| o.clone()).unwrap_or_default();
+                let mut lag = 0i64;
+                for (topic, partition, next) in parts {
+                    if let Ok((_, high)) =
+                        client.fetch_watermarks(&topic, partition, Duration::from_secs(1))
+                    {
+                        lag += (high - next).max(0);
+                    }
+                }
+                progress.lag.store(lag.max(0) as u64, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_secs(1));
             }
-            if let Some(h) = self.high.get(&pi) {
-                lag += (h - p.next).max(0);
-            }
-        }
-        self.progress
-            .lag
-            .store(lag.max(0) as u64, Ordering::Relaxed);
+        });
+}
+
+impl Drop for KafkaReader {
+    fn drop(&mut self) {
+        self.lag_stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -394,7 +485,9 @@ impl ChunkSource for KafkaReader {
         }
         self.poll();
         self.commit_group();
-        self.update_lag();
+        if let Ok(mut o) = self.shared_offsets.lock() {
+            o.clone_from(&self.current_offsets());
+        }
         // Wait for every partition that may still deliver (not at its end,
         // not idle) before choosing: the choice must not depend on timing.
         let waiting = self
