@@ -432,6 +432,7 @@ fn replay(
     kafka: Option<rliv_dataflows::job::KafkaRun>,
 ) -> Result<()> {
     let mut req = ReplayRequest::new(args.exposures, args.actions, args.state);
+    let is_run = kafka.is_some();
     req.kafka = kafka;
     req.transitions = args.transitions;
     req.dead_letters = args.dead_letters;
@@ -508,7 +509,7 @@ fn replay(
     if args.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
-        print_summary(&summary);
+        print_summary(&summary, if is_run { "run" } else { "replay" });
     }
     if let Some((_, t)) = trained {
         rliv::train::print_summary(&t);
@@ -537,7 +538,7 @@ fn progress_bar(p: &Progress, done: &std::sync::atomic::AtomicBool) {
     bar.finish_and_clear();
 }
 
-fn print_summary(s: &Summary) {
+fn print_summary(s: &Summary, what: &str) {
     if s.up_to_date {
         eprintln!(
             "replay: the state already holds exactly these inputs, replayed to the end; nothing to do \
@@ -550,7 +551,7 @@ fn print_summary(s: &Summary) {
     let mut out = String::new();
     out +=
         &format!(
-        "replay {}: {} input lines in {:.2}s ({:.0} events/s, {} workers), peak RSS {:.0} MiB\n",
+        "{what} {}: {} input events in {:.2}s ({:.0} events/s, {} workers), peak RSS {:.0} MiB\n",
         if s.resumed { "resumed and finished" } else { "finished" },
         g("lines"),
         s.elapsed_s,

@@ -400,12 +400,19 @@ impl KafkaReader {
     }
 
     /// The event-time progress of `source`: the slowest of its partitions
-    /// that may still deliver (not at their end with nothing buffered, not
-    /// idle); a partition that delivered nothing yet holds it at the start.
+    /// that may still deliver older events. A partition stops counting when
+    /// it has had nothing for `idle_timeout_ms`; with `until_end`, also when it
+    /// is at its end (the topics are not being written). A partition that has
+    /// delivered nothing yet holds the source at the start.
     fn source_progress(&self, source: Source) -> i64 {
         let parts = || self.parts.iter().filter(|p| p.source == source);
         let live: Vec<i64> = parts()
-            .filter(|p| !(p.eof && p.buf.is_empty()) && p.last_data.elapsed() < self.idle)
+            .filter(|p| {
+                let drained = p.buf.is_empty();
+                let ended = self.until_end && p.eof && drained;
+                let idle = drained && p.last_data.elapsed() >= self.idle;
+                !(ended || idle)
+            })
             .map(|p| p.max_ts.unwrap_or(i64::MIN))
             .collect();
         match live.iter().min() {
