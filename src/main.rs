@@ -148,6 +148,8 @@ enum KafkaCmd {
         #[arg(long)]
         topic: String,
     },
+    /// Per input partition: the group's committed offset, the end, the lag (JSON lines).
+    Offsets,
 }
 
 #[derive(clap::Args)]
@@ -331,6 +333,7 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("kafka: {n} messages to {topic}");
                 Ok(())
             }
+            KafkaCmd::Offsets => rliv::run::offsets(&cfg.kafka),
             KafkaCmd::Consume { topic } => {
                 let n = rliv::run::consume(&cfg.kafka, &topic)?;
                 eprintln!("kafka: {n} messages in {topic}");

@@ -214,6 +214,45 @@ pub fn consume(cfg: &KafkaConfig, topic: &str) -> Result<u64> {
     Ok(n)
 }
 
+/// Prints, per partition of the input topics, the consumer group's committed
+/// offset, the partition's end and the lag, one JSON line each.
+pub fn offsets(cfg: &KafkaConfig) -> Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer<rliv_dataflows::kafka::QuietEof> = cfg
+        .client_with(&[])
+        .set("group.id", &cfg.group_id)
+        .set("enable.auto.commit", "false")
+        .create_with_context(rliv_dataflows::kafka::QuietEof::default())
+        .context("creating the consumer")?;
+    let timeout = Duration::from_millis(cfg.request_timeout_ms);
+    for topic in [&cfg.exposures_topic, &cfg.actions_topic] {
+        let md = consumer.fetch_metadata(Some(topic), timeout)?;
+        let ids: Vec<i32> = md
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for id in &ids {
+            tpl.add_partition(topic, *id);
+        }
+        let committed = consumer.committed_offsets(tpl, timeout)?;
+        for id in ids {
+            let (_, end) = consumer.fetch_watermarks(topic, id, timeout)?;
+            let at = committed
+                .find_partition(topic, id)
+                .and_then(|e| e.offset().to_raw())
+                .filter(|o| *o >= 0);
+            let lag = at.map(|a| (end - a).max(0));
+            println!(
+                "{}",
+                serde_json::json!({"topic": topic, "partition": id, "committed": at, "end": end, "lag": lag})
+            );
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

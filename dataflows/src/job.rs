@@ -384,7 +384,6 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
             req.replay.chunk_lines,
             req.replay.max_line_bytes,
             k.until_end,
-            durable_before.clone(),
         )?;
         r.progress = k.progress.clone();
         r.stop = k.stop.clone();
@@ -890,6 +889,9 @@ impl Committer {
         commit.meta_puts.push((CHECKPOINT_KEY.to_vec(), cp));
         self.store.commit(commit)?;
         self.durable_before.store(epoch + 1, Ordering::Release);
+        if let Some(sink) = &self.sink {
+            sink.commit_offsets(&self.cp.offsets);
+        }
         Ok(())
     }
 

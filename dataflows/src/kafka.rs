@@ -200,10 +200,6 @@ pub struct KafkaReader {
     max_line_bytes: usize,
     idle: Duration,
     until_end: bool,
-    durable_before: Arc<AtomicU64>,
-    /// Positions of handed-out epochs, until they are durable.
-    marks: VecDeque<(u64, BTreeMap<String, i64>)>,
-    last_group_commit: Instant,
     pub progress: Arc<KafkaProgress>,
     shared_offsets: Arc<std::sync::Mutex<Vec<(String, i32, i64)>>>,
     lag_stop: Arc<std::sync::atomic::AtomicBool>,
@@ -224,7 +220,6 @@ impl KafkaReader {
         chunk_lines: usize,
         max_line_bytes: usize,
         until_end: bool,
-        durable_before: Arc<AtomicU64>,
     ) -> Result<(KafkaReader, Vec<(Source, String)>), InputError> {
         let timeout = Duration::from_millis(cfg.request_timeout_ms);
         let mut consumers = Vec::new();
@@ -305,9 +300,6 @@ impl KafkaReader {
                 max_line_bytes,
                 idle: Duration::from_millis(cfg.idle_timeout_ms),
                 until_end,
-                durable_before,
-                marks: VecDeque::new(),
-                last_group_commit: Instant::now(),
                 progress: Arc::default(),
                 shared_offsets: Arc::default(),
                 lag_stop: Arc::default(),
@@ -366,34 +358,6 @@ impl KafkaReader {
                         tracing::warn!("kafka: {e}");
                         break;
                     }
-                }
-            }
-        }
-    }
-
-    /// Commits the newest durable positions to the consumer group (monitoring).
-    fn commit_group(&mut self) {
-        let durable = self.durable_before.load(Ordering::Acquire);
-        let mut newest = None;
-        while self.marks.front().is_some_and(|(e, _)| *e < durable) {
-            newest = self.marks.pop_front().map(|(_, o)| o);
-        }
-        let Some(offsets) = newest else { return };
-        if self.last_group_commit.elapsed() < Duration::from_millis(500) {
-            self.marks.push_front((durable.saturating_sub(1), offsets));
-            return;
-        }
-        self.last_group_commit = Instant::now();
-        for (si, source) in Source::ALL.iter().enumerate() {
-            let mut tpl = TopicPartitionList::new();
-            for p in self.parts.iter().filter(|p| p.source == *source) {
-                if let Some(o) = offsets.get(&partition_name(&p.topic, p.partition)) {
-                    let _ = tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(*o));
-                }
-            }
-            if tpl.count() > 0 {
-                if let Err(e) = self.consumers[si].commit(&tpl, CommitMode::Async) {
-                    tracing::debug!("kafka: committing group offsets: {e}");
                 }
             }
         }
@@ -491,7 +455,6 @@ impl ChunkSource for KafkaReader {
             return Ok(Next::End);
         }
         self.poll();
-        self.commit_group();
         if let Ok(mut o) = self.shared_offsets.lock() {
             o.clone_from(&self.current_offsets());
         }
@@ -564,7 +527,6 @@ impl ChunkSource for KafkaReader {
         let source = chunk.source.unwrap_or(Source::Exposures);
         chunk.source_progress = Some(self.source_progress(source));
         self.next_epoch += 1;
-        self.marks.push_back((chunk.epoch, self.offsets()));
         Ok(Next::Chunk(chunk))
     }
 
@@ -605,6 +567,8 @@ impl ProducerContext for DeliveryCounter {
 /// Transitions and dead letters to topics, with an idempotent producer.
 pub struct KafkaSink {
     producer: BaseProducer<DeliveryCounter>,
+    /// Commits the durable offsets to the consumer group (monitoring only).
+    group: Option<BaseConsumer<QuietEof>>,
     pub transitions_topic: Option<String>,
     pub dead_letter_topic: Option<String>,
     failed: Arc<AtomicU64>,
@@ -623,8 +587,15 @@ impl KafkaSink {
             })
             .map_err(|e| kerr("creating the producer", e))?;
         let opt = |t: &str| (!t.is_empty()).then(|| t.to_string());
+        let group = cfg
+            .client_with(&[])
+            .set("group.id", &cfg.group_id)
+            .set("enable.auto.commit", "false")
+            .create_with_context(QuietEof::default())
+            .ok();
         Ok(KafkaSink {
             producer,
+            group,
             transitions_topic: opt(&cfg.transitions_topic),
             dead_letter_topic: opt(&cfg.dead_letter_topic),
             failed,
@@ -651,6 +622,29 @@ impl KafkaSink {
                 }
                 Err((e, _)) => return Err(format!("producing to {topic}: {e}")),
             }
+        }
+    }
+
+    /// Commits `offsets` (`"topic/partition"` -> next offset), durable in the
+    /// state, to the consumer group, so lag tools see the job's position. A
+    /// failure is logged, not fatal: the state holds the offsets that count.
+    pub fn commit_offsets(&self, offsets: &BTreeMap<String, i64>) {
+        let Some(group) = &self.group else { return };
+        let mut tpl = TopicPartitionList::new();
+        for (name, offset) in offsets {
+            let Some((topic, partition)) = name.rsplit_once('/') else {
+                continue;
+            };
+            let Ok(partition) = partition.parse::<i32>() else {
+                continue;
+            };
+            let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(*offset));
+        }
+        if tpl.count() == 0 {
+            return;
+        }
+        if let Err(e) = group.commit(&tpl, CommitMode::Sync) {
+            tracing::warn!("kafka: committing the group's offsets: {e}");
         }
     }
 

@@ -456,6 +456,17 @@ fn bad_messages_are_counted_and_dead_lettered_and_good_ones_processed() {
         vec!["malformed_json", "missing_field", "wrong_type"],
         "{topic}"
     );
+    // The group's committed offsets (for monitoring) are at the partitions' ends.
+    let offsets = String::from_utf8(env.ok(&["kafka", "offsets"]).stdout).expect("utf-8");
+    let rows: Vec<serde_json::Value> = offsets
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    assert_eq!(rows.len(), 4, "{offsets}");
+    for r in &rows {
+        assert_eq!(r["committed"], r["end"], "{offsets}");
+        assert_eq!(r["lag"], 0, "{offsets}");
+    }
     // The transitions topic holds one transition per closed exposure.
     let transitions = String::from_utf8(
         env.ok(&["kafka", "consume", "--topic", &env.topic("transitions")])
