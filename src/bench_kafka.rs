@@ -3,65 +3,12 @@
 //! replayed from files in the same run.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 
 use crate::config::Config;
-
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-struct Tansu(Child);
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_tansu(dir: &Path) -> Result<(Tansu, String)> {
-    let bin = std::env::var("RLIV_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/rliv/tools/bin/tansu")
-        });
-    if !bin.exists() {
-        bail!("no broker: set RLIV_KAFKA_BROKERS, or install Tansu with scripts/install-tansu.sh");
-    }
-    let port = free_port()?;
-    let url = format!("tcp://127.0.0.1:{port}");
-    std::fs::create_dir_all(dir)?;
-    let child = Command::new(bin)
-        .args([
-            "broker",
-            "--listener-url",
-            &url,
-            "--advertised-listener-url",
-            &url,
-        ])
-        .args(["--storage-engine", "sqlite://tansu.db"])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting tansu")?;
-    let addr = format!("127.0.0.1:{port}");
-    let t = Instant::now();
-    while std::net::TcpStream::connect(&addr).is_err() {
-        if t.elapsed() > Duration::from_secs(30) {
-            bail!("tansu did not listen on {addr}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok((Tansu(child), addr))
-}
 
 fn rliv(envs: &[(String, String)], args: &[&str]) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap_or_else(|_| PathBuf::from("rliv")));
@@ -99,8 +46,9 @@ pub fn run(cfg: &Config, exposures: u64, workers: usize) -> Result<()> {
     let (_broker, brokers) = match std::env::var("RLIV_KAFKA_BROKERS") {
         Ok(b) if !b.is_empty() => (None, b),
         _ => {
-            let (t, a) = start_tansu(&dir.join("broker"))?;
-            (Some(t), a)
+            let b = crate::tansu::Broker::start(&dir.join("broker"))?;
+            let a = b.addr();
+            (Some(b), a)
         }
     };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -220,7 +168,7 @@ pub fn run(cfg: &Config, exposures: u64, workers: usize) -> Result<()> {
     // 3. Live: the job runs while a producer writes at full speed; lag sampled from /metrics.
     let e2 = env("live");
     ok(rliv(&e2, &["kafka", "create-topics", "--partitions", "2"]))?;
-    let port = free_port()?;
+    let port = crate::tansu::free_port()?;
     let addr = format!("127.0.0.1:{port}");
     let mut job = rliv(
         &e2,

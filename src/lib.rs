@@ -10,4 +10,5 @@ pub mod config;
 pub mod gen;
 pub mod run;
 pub mod serve;
+pub mod tansu;
 pub mod train;

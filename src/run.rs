@@ -9,8 +9,10 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rliv_dataflows::kafka::{KafkaConfig, KafkaProgress};
+use rdkafka::Message;
+use rliv_dataflows::kafka::{KafkaConfig, KafkaProgress, QuietEof};
 
 /// Sets `stop` on Ctrl-C or SIGTERM (a clean stop at the next chunk boundary).
 pub fn stop_on_signal(stop: Arc<AtomicBool>) {
@@ -165,25 +167,23 @@ pub fn produce(cfg: &KafkaConfig, topic: &str, file: &Path) -> Result<u64> {
     Ok(n)
 }
 
+/// A consumer of group `group` for the `rliv kafka` tools: manual
+/// assignment, no auto-commit, told when a partition is at its end.
+fn tool_consumer(cfg: &KafkaConfig, group: &str) -> Result<BaseConsumer<QuietEof>> {
+    cfg.client_with(&[("fetch.wait.max.ms", "50")])
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create_with_context(QuietEof::default())
+        .context("creating the consumer")
+}
+
 /// Prints every message of `topic` (all partitions, from the beginning to
 /// their current ends), one per line, to stdout.
 pub fn consume(cfg: &KafkaConfig, topic: &str) -> Result<u64> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::Message;
-    let consumer: BaseConsumer<rliv_dataflows::kafka::QuietEof> = cfg
-        .client_with(&[("fetch.wait.max.ms", "50")])
-        .set("group.id", format!("{}-consume", cfg.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create_with_context(rliv_dataflows::kafka::QuietEof::default())
-        .context("creating the consumer")?;
+    let consumer = tool_consumer(cfg, &format!("{}-consume", cfg.group_id))?;
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
-    let md = consumer.fetch_metadata(Some(topic), timeout)?;
-    let ids: Vec<i32> = md
-        .topics()
-        .iter()
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let ids = rliv_dataflows::kafka::partitions(&consumer, topic, timeout)?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     for id in &ids {
         tpl.add_partition_offset(topic, *id, rdkafka::Offset::Beginning)?;
@@ -217,21 +217,10 @@ pub fn consume(cfg: &KafkaConfig, topic: &str) -> Result<u64> {
 /// Prints, per partition of the input topics, the consumer group's committed
 /// offset, the partition's end and the lag, one JSON line each.
 pub fn offsets(cfg: &KafkaConfig) -> Result<()> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer<rliv_dataflows::kafka::QuietEof> = cfg
-        .client_with(&[])
-        .set("group.id", &cfg.group_id)
-        .set("enable.auto.commit", "false")
-        .create_with_context(rliv_dataflows::kafka::QuietEof::default())
-        .context("creating the consumer")?;
+    let consumer = tool_consumer(cfg, &cfg.group_id)?;
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
     for topic in [&cfg.exposures_topic, &cfg.actions_topic] {
-        let md = consumer.fetch_metadata(Some(topic), timeout)?;
-        let ids: Vec<i32> = md
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let ids = rliv_dataflows::kafka::partitions(&consumer, topic, timeout)?;
         let mut tpl = rdkafka::TopicPartitionList::new();
         for id in &ids {
             tpl.add_partition(topic, *id);

@@ -379,175 +379,231 @@ impl AppState {
     /// Prometheus text exposition.
     pub fn metrics_text(&self) -> String {
         let m = &self.metrics;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let requests = load(&m.requests);
         let mut out = String::new();
-        let requests = m.requests.load(Ordering::Relaxed);
-        out += "# HELP rliv_rank_requests_total /rank requests handled.\n# TYPE rliv_rank_requests_total counter\n";
-        out += &format!("rliv_rank_requests_total {requests}\n");
-        out += "# HELP rliv_rank_errors_total /rank requests refused, by kind.\n# TYPE rliv_rank_errors_total counter\n";
+        metric(
+            &mut out,
+            "rliv_rank_requests_total",
+            "counter",
+            "/rank requests handled.",
+            requests,
+        );
+        family(
+            &mut out,
+            "rliv_rank_errors_total",
+            "counter",
+            "/rank requests refused, by kind.",
+        );
         for (k, name) in ERROR_KINDS.iter().enumerate() {
             out += &format!(
                 "rliv_rank_errors_total{{kind=\"{name}\"}} {}\n",
-                m.errors[k].load(Ordering::Relaxed)
+                load(&m.errors[k])
             );
         }
-        out += "# HELP rliv_rank_latency_seconds /rank latency in the handler.\n# TYPE rliv_rank_latency_seconds histogram\n";
+        family(
+            &mut out,
+            "rliv_rank_latency_seconds",
+            "histogram",
+            "/rank latency in the handler.",
+        );
         for (b, bound) in BUCKETS.iter().enumerate() {
             out += &format!(
                 "rliv_rank_latency_seconds_bucket{{le=\"{bound}\"}} {}\n",
-                m.latency[b].load(Ordering::Relaxed)
+                load(&m.latency[b])
             );
         }
         out += &format!("rliv_rank_latency_seconds_bucket{{le=\"+Inf\"}} {requests}\n");
         out += &format!(
             "rliv_rank_latency_seconds_sum {}\nrliv_rank_latency_seconds_count {requests}\n",
-            m.latency_sum_ns.load(Ordering::Relaxed) as f64 / 1e9
+            load(&m.latency_sum_ns) as f64 / 1e9
         );
-        out += "# HELP rliv_rank_scoring_seconds_total Time spent in the model's forward pass.\n# TYPE rliv_rank_scoring_seconds_total counter\n";
-        out += &format!(
-            "rliv_rank_scoring_seconds_total {}\n",
-            m.scoring_sum_ns.load(Ordering::Relaxed) as f64 / 1e9
+        let secs = |a: &AtomicU64| load(a) as f64 / 1e9;
+        let version = self.current().map_or(0, |s| s.version);
+        metric(
+            &mut out,
+            "rliv_rank_scoring_seconds_total",
+            "counter",
+            "Time spent in the model's forward pass.",
+            secs(&m.scoring_sum_ns),
         );
-        out += "# HELP rliv_rank_candidates_total Candidates scored.\n# TYPE rliv_rank_candidates_total counter\n";
-        out += &format!(
-            "rliv_rank_candidates_total {}\n",
-            m.candidates.load(Ordering::Relaxed)
+        metric(
+            &mut out,
+            "rliv_rank_candidates_total",
+            "counter",
+            "Candidates scored.",
+            load(&m.candidates),
         );
-        out += "# HELP rliv_model_version Step of the model being served (0: none).\n# TYPE rliv_model_version gauge\n";
-        out += &format!(
-            "rliv_model_version {}\n",
-            self.current().map_or(0, |s| s.version)
+        metric(
+            &mut out,
+            "rliv_model_version",
+            "gauge",
+            "Step of the model being served (0: none).",
+            version,
         );
-        out += "# HELP rliv_model_reloads_total Models loaded from the checkpoint directory.\n# TYPE rliv_model_reloads_total counter\n";
-        out += &format!(
-            "rliv_model_reloads_total {}\n",
-            m.reloads.load(Ordering::Relaxed)
+        metric(
+            &mut out,
+            "rliv_model_reloads_total",
+            "counter",
+            "Models loaded from the checkpoint directory.",
+            load(&m.reloads),
         );
-        out += "# HELP rliv_model_reload_failures_total Checkpoint directory scans that failed.\n# TYPE rliv_model_reload_failures_total counter\n";
-        out += &format!(
-            "rliv_model_reload_failures_total {}\n",
-            m.reload_failures.load(Ordering::Relaxed)
+        metric(
+            &mut out,
+            "rliv_model_reload_failures_total",
+            "counter",
+            "Checkpoint directory scans that failed.",
+            load(&m.reload_failures),
         );
         if let Some(t) = self.training.read().ok().and_then(|t| t.clone()) {
-            out += &training_metrics(&t);
+            training_metrics(&mut out, &t);
         }
         if let Some(j) = self.job.read().ok().and_then(|j| j.clone()) {
-            out += &job_metrics(&j);
+            job_metrics(&mut out, &j);
         }
         out
     }
 }
 
-fn job_metrics(j: &JobFigures) -> String {
-    let mut out = String::new();
-    let mut put = |name: &str, kind: &str, help: &str, v: String| {
-        out += &format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
-    };
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+}
+
+/// A metric family with one unlabeled sample.
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    family(out, name, kind, help);
+    out.push_str(&format!("{name} {value}\n"));
+}
+
+fn job_metrics(out: &mut String, j: &JobFigures) {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let p = &j.progress;
-    put(
+    metric(
+        out,
         "rliv_job_events_total",
         "counter",
         "Input events (lines or messages) processed.",
-        p.lines.load(Ordering::Relaxed).to_string(),
+        load(&p.lines),
     );
-    put(
+    metric(
+        out,
         "rliv_job_closed_exposures_total",
         "counter",
         "Exposures closed by the label join.",
-        p.closed_exposures.load(Ordering::Relaxed).to_string(),
+        load(&p.closed_exposures),
     );
-    put(
+    metric(
+        out,
         "rliv_job_transitions_total",
         "counter",
         "ASA transitions emitted.",
-        p.transitions.load(Ordering::Relaxed).to_string(),
+        load(&p.transitions),
     );
-    put(
+    metric(
+        out,
         "rliv_job_dead_letters_total",
         "counter",
         "Records dead-lettered (bad input, late, orphan, ...).",
-        p.dead_letters.load(Ordering::Relaxed).to_string(),
+        load(&p.dead_letters),
     );
-    put(
+    metric(
+        out,
         "rliv_job_pairs",
         "gauge",
         "Pairs in the state.",
-        p.pairs.load(Ordering::Relaxed).to_string(),
+        load(&p.pairs),
     );
     let wm = p.watermark_ms.load(Ordering::Relaxed);
     if wm > i64::MIN / 2 {
-        put(
+        metric(
+            out,
             "rliv_job_watermark_ms",
             "gauge",
             "Event-time watermark of the label join.",
-            wm.to_string(),
+            wm,
         );
     }
     if let Some(k) = &j.kafka {
-        put(
+        metric(
+            out,
             "rliv_kafka_lag_messages",
             "gauge",
             "Messages behind the partitions' ends.",
-            k.lag.load(Ordering::Relaxed).to_string(),
+            load(&k.lag),
         );
-        put(
+        metric(
+            out,
             "rliv_kafka_messages_total",
             "counter",
             "Messages consumed.",
-            k.messages.load(Ordering::Relaxed).to_string(),
+            load(&k.messages),
         );
-        put(
+        metric(
+            out,
             "rliv_kafka_errors_total",
             "counter",
             "Consumer errors (reconnects, ...).",
-            k.errors.load(Ordering::Relaxed).to_string(),
+            load(&k.errors),
         );
     }
-    out
 }
 
-fn training_metrics(t: &rliv_learner::trainer::TrainProgress) -> String {
-    let mut out = String::new();
-    let mut put = |name: &str, kind: &str, help: &str, v: u64| {
-        out += &format!("# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n");
-    };
-    put(
+fn training_metrics(out: &mut String, t: &rliv_learner::trainer::TrainProgress) {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    metric(
+        out,
         "rliv_learner_updates_total",
         "counter",
         "TD updates done in this run.",
-        t.updates.load(Ordering::Relaxed),
+        load(&t.updates),
     );
-    put(
+    metric(
+        out,
         "rliv_learner_transitions_total",
         "counter",
         "Transitions received by the learner.",
-        t.received.load(Ordering::Relaxed),
+        load(&t.received),
     );
-    put(
+    metric(
+        out,
         "rliv_learner_buffer_samples",
         "gauge",
         "Samples in the buffer.",
-        t.buffer_len.load(Ordering::Relaxed),
+        load(&t.buffer_len),
     );
-    put(
+    metric(
+        out,
         "rliv_learner_buffer_capacity",
         "gauge",
         "Capacity of the sample buffer.",
-        t.buffer_capacity.load(Ordering::Relaxed),
+        load(&t.buffer_capacity),
     );
-    put(
+    metric(
+        out,
         "rliv_learner_checkpoints_total",
         "counter",
         "Checkpoints written.",
-        t.checkpoints.load(Ordering::Relaxed),
+        load(&t.checkpoints),
     );
     if let Some((towers, stats)) = t.last.lock().ok().and_then(|l| l.clone()) {
-        out += "# HELP rliv_learner_td_error Mean |Q - y| of the last update, per tower.\n# TYPE rliv_learner_td_error gauge\n";
+        family(
+            out,
+            "rliv_learner_td_error",
+            "gauge",
+            "Mean |Q - y| of the last update, per tower.",
+        );
         for (name, e) in towers.iter().zip(&stats.td_error) {
-            out += &format!("rliv_learner_td_error{{tower=\"{name}\"}} {e}\n");
+            out.push_str(&format!("rliv_learner_td_error{{tower=\"{name}\"}} {e}\n"));
         }
-        out += &format!("# HELP rliv_learner_loss Loss of the last update.\n# TYPE rliv_learner_loss gauge\nrliv_learner_loss {}\n", stats.loss);
+        metric(
+            out,
+            "rliv_learner_loss",
+            "gauge",
+            "Loss of the last update.",
+            stats.loss,
+        );
     }
-    out
 }
 
 async fn rank(State(st): State<Arc<AppState>>, body: Body) -> Response {
@@ -795,7 +851,8 @@ mod tests {
             };
             *l = Some((vec!["click", "watch"], stats));
         }
-        let text = training_metrics(&t);
+        let mut text = String::new();
+        training_metrics(&mut text, &t);
         assert!(text.contains("rliv_learner_updates_total 12\n"), "{text}");
         assert!(text.contains("rliv_learner_buffer_samples 300\n"), "{text}");
         assert!(

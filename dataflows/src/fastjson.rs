@@ -210,68 +210,97 @@ impl<'a> Scan<'a> {
     }
 }
 
-/// Marks field `bit` seen; a repeated field gives up (serde_json rejects it).
-#[inline]
-fn once(seen: &mut u32, bit: u32) -> Option<()> {
-    if *seen & (1 << bit) != 0 {
-        return None;
+/// The fields both records have, and which of all fields were seen (each
+/// at most once: serde_json rejects a repeated field).
+#[derive(Default)]
+struct Common {
+    seen: u32,
+    request_id: u64,
+    user_id: u64,
+    item_id: u64,
+    ts_ms: i64,
+}
+
+/// Fields 0-3 are the common ones; 4 is required too (author_id, action).
+const REQUIRED: u32 = 0b1_1111;
+
+impl Common {
+    /// Marks field `bit` seen; a repeated field gives up.
+    fn once(&mut self, bit: u32) -> Option<()> {
+        if self.seen & (1 << bit) != 0 {
+            return None;
+        }
+        self.seen |= 1 << bit;
+        Some(())
     }
-    *seen |= 1 << bit;
-    Some(())
+
+    /// Parses `key` if it is a common field: `Some(true)`; `Some(false)`: not
+    /// one of them; `None`: give up.
+    fn field(&mut self, s: &mut Scan<'_>, key: &str) -> Option<bool> {
+        match key {
+            "request_id" => {
+                self.once(0)?;
+                self.request_id = s.uint()?;
+            }
+            "user_id" => {
+                self.once(1)?;
+                self.user_id = s.uint()?;
+            }
+            "item_id" => {
+                self.once(2)?;
+                self.item_id = s.uint()?;
+            }
+            "ts_ms" => {
+                self.once(3)?;
+                self.ts_ms = s.int()?;
+            }
+            _ => return Some(false),
+        }
+        Some(true)
+    }
+
+    fn complete(&self) -> Option<()> {
+        (self.seen & REQUIRED == REQUIRED).then_some(())
+    }
 }
 
 pub(crate) fn exposure(line: &[u8]) -> Option<ExposureWire> {
     let mut s = Scan { b: line, i: 0 };
-    let mut seen = 0u32;
-    let (mut request_id, mut user_id, mut item_id, mut author_id, mut ts_ms) = (0, 0, 0, 0, 0);
+    let mut c = Common::default();
+    let mut author_id = 0;
     let (mut position, mut user_feats, mut item_feats) = (None, None, None);
     s.object(|s, key| {
+        if c.field(s, key)? {
+            return Some(());
+        }
         match key {
-            "request_id" => {
-                once(&mut seen, 0)?;
-                request_id = s.uint()?;
-            }
-            "user_id" => {
-                once(&mut seen, 1)?;
-                user_id = s.uint()?;
-            }
-            "item_id" => {
-                once(&mut seen, 2)?;
-                item_id = s.uint()?;
-            }
             "author_id" => {
-                once(&mut seen, 3)?;
+                c.once(4)?;
                 author_id = s.uint()?;
             }
-            "ts_ms" => {
-                once(&mut seen, 4)?;
-                ts_ms = s.int()?;
-            }
             "position" => {
-                once(&mut seen, 5)?;
+                c.once(5)?;
                 position = s.opt_u32()?;
             }
             "user_feats" => {
-                once(&mut seen, 6)?;
+                c.once(6)?;
                 user_feats = s.opt_feats()?;
             }
             "item_feats" => {
-                once(&mut seen, 7)?;
+                c.once(7)?;
                 item_feats = s.opt_feats()?;
             }
             _ => return None,
         }
         Some(())
     })?;
-    if seen & 0b1_1111 != 0b1_1111 {
-        return None;
-    }
+    c.complete()?;
     Some(ExposureWire {
-        request_id,
-        user_id,
-        item_id,
+        request_id: c.request_id,
+        user_id: c.user_id,
+        item_id: c.item_id,
         author_id,
-        ts_ms,
+        ts_ms: c.ts_ms,
         position,
         user_feats,
         item_feats,
@@ -280,47 +309,31 @@ pub(crate) fn exposure(line: &[u8]) -> Option<ExposureWire> {
 
 pub(crate) fn action(line: &[u8]) -> Option<ActionWire<'_>> {
     let mut s = Scan { b: line, i: 0 };
-    let mut seen = 0u32;
-    let (mut request_id, mut user_id, mut item_id, mut ts_ms) = (0, 0, 0, 0);
+    let mut c = Common::default();
     let (mut action, mut value) = ("", None);
     s.object(|s, key| {
+        if c.field(s, key)? {
+            return Some(());
+        }
         match key {
-            "request_id" => {
-                once(&mut seen, 0)?;
-                request_id = s.uint()?;
-            }
-            "user_id" => {
-                once(&mut seen, 1)?;
-                user_id = s.uint()?;
-            }
-            "item_id" => {
-                once(&mut seen, 2)?;
-                item_id = s.uint()?;
-            }
-            "ts_ms" => {
-                once(&mut seen, 3)?;
-                ts_ms = s.int()?;
-            }
             "action" => {
-                once(&mut seen, 4)?;
+                c.once(4)?;
                 action = s.plain_str()?;
             }
             "value" => {
-                once(&mut seen, 5)?;
+                c.once(5)?;
                 value = s.opt_f64()?;
             }
             _ => return None,
         }
         Some(())
     })?;
-    if seen & 0b1_1111 != 0b1_1111 {
-        return None;
-    }
+    c.complete()?;
     Some(ActionWire {
-        request_id,
-        user_id,
-        item_id,
-        ts_ms,
+        request_id: c.request_id,
+        user_id: c.user_id,
+        item_id: c.item_id,
+        ts_ms: c.ts_ms,
         action: Cow::Borrowed(action),
         value,
     })
@@ -329,6 +342,8 @@ pub(crate) fn action(line: &[u8]) -> Option<ActionWire<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
     use proptest::prelude::*;
 
     fn serde_exposure(line: &[u8]) -> Option<ExposureWire> {
@@ -339,25 +354,26 @@ mod tests {
     }
 
     #[test]
-    fn canonical_lines_take_the_fast_path() {
+    fn canonical_lines_take_the_fast_path() -> TestResult {
         // The generator's and the contract's layouts must not fall back
         // (a fallback is correct but slow).
         let e = br#"{"request_id":1,"user_id":9,"item_id":18000001,"author_id":18,"ts_ms":1700000000814,"position":1,"user_feats":[7,1,1],"item_feats":[6,1]}"#;
-        let w = exposure(e).expect("fast path");
+        let w = exposure(e).ok_or("the fast path declined")?;
         assert_eq!(
             (w.request_id, w.item_id, w.ts_ms),
             (1, 18_000_001, 1_700_000_000_814)
         );
         assert_eq!(w.user_feats.as_deref(), Some(&[7, 1, 1][..]));
         let a = br#"{"request_id":2,"user_id":226,"item_id":261000002,"ts_ms":1700000008946,"action":"watch","value":1.7}"#;
-        let w = action(a).expect("fast path");
+        let w = action(a).ok_or("the fast path declined")?;
         assert_eq!((w.action.as_ref(), w.value), ("watch", Some(1.7)));
         let a = br#"{ "request_id" : 2 , "user_id":1,"item_id":3,"ts_ms":-5,"action":"click" }"#;
-        assert_eq!(action(a).expect("fast path").ts_ms, -5);
+        assert_eq!(action(a).ok_or("the fast path declined")?.ts_ms, -5);
+        Ok(())
     }
 
     #[test]
-    fn unusual_lines_fall_back() {
+    fn unusual_lines_fall_back() -> TestResult {
         for line in [
             &br#"{"request_id":1,"user_id":1,"item_id":1,"author_id":1,"ts_ms":1,"extra":0}"#[..],
             br#"{"request_id":1,"request_id":2,"user_id":1,"item_id":1,"author_id":1,"ts_ms":1}"#,
@@ -376,6 +392,7 @@ mod tests {
         ] {
             assert!(action(line).is_none(), "{}", String::from_utf8_lossy(line));
         }
+        Ok(())
     }
 
     fn same_exposure(a: &ExposureWire, b: &ExposureWire) -> bool {
@@ -483,7 +500,7 @@ mod tests {
     }
 
     #[test]
-    fn fast_path_agrees_with_serde() {
+    fn fast_path_agrees_with_serde() -> TestResult {
         // The line as is, truncated, and with one byte changed. Whenever the
         // fast path accepts a line, serde_json must accept it with the same
         // values; the counts make sure the property is not vacuous.
@@ -494,41 +511,40 @@ mod tests {
             0usize..400,
             any::<(usize, u8)>(),
         );
-        runner
-            .run(&strategy, |(l, cut, flip)| {
-                let mut mutated = l.clone().into_bytes();
-                if !mutated.is_empty() {
-                    let at = flip.0 % mutated.len();
-                    mutated[at] = flip.1;
+        runner.run(&strategy, |(l, cut, flip)| {
+            let mut mutated = l.clone().into_bytes();
+            if !mutated.is_empty() {
+                let at = flip.0 % mutated.len();
+                mutated[at] = flip.1;
+            }
+            let cut = &l.as_bytes()[..cut.min(l.len())];
+            for bytes in [l.as_bytes(), cut, &mutated[..]] {
+                if let Some(fast) = exposure(bytes) {
+                    fast_hits.set(fast_hits.get() + 1);
+                    let slow = serde_exposure(bytes);
+                    prop_assert!(
+                        slow.as_ref().is_some_and(|s| same_exposure(&fast, s)),
+                        "exposure fast path disagrees on {}",
+                        String::from_utf8_lossy(bytes)
+                    );
                 }
-                let cut = &l.as_bytes()[..cut.min(l.len())];
-                for bytes in [l.as_bytes(), cut, &mutated[..]] {
-                    if let Some(fast) = exposure(bytes) {
-                        fast_hits.set(fast_hits.get() + 1);
-                        let slow = serde_exposure(bytes);
-                        prop_assert!(
-                            slow.as_ref().is_some_and(|s| same_exposure(&fast, s)),
-                            "exposure fast path disagrees on {}",
-                            String::from_utf8_lossy(bytes)
-                        );
-                    }
-                    if let Some(fast) = action(bytes) {
-                        fast_hits.set(fast_hits.get() + 1);
-                        let slow = serde_action(bytes);
-                        prop_assert!(
-                            slow.as_ref().is_some_and(|s| same_action(&fast, s)),
-                            "action fast path disagrees on {}",
-                            String::from_utf8_lossy(bytes)
-                        );
-                    }
+                if let Some(fast) = action(bytes) {
+                    fast_hits.set(fast_hits.get() + 1);
+                    let slow = serde_action(bytes);
+                    prop_assert!(
+                        slow.as_ref().is_some_and(|s| same_action(&fast, s)),
+                        "action fast path disagrees on {}",
+                        String::from_utf8_lossy(bytes)
+                    );
                 }
-                Ok(())
-            })
-            .unwrap();
+            }
+            Ok(())
+        })?;
         assert!(
             fast_hits.get() > 200,
             "only {} lines took the fast path",
             fast_hits.get()
         );
+        Ok(())
     }
 }

@@ -283,12 +283,6 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
                 describe(&cp.files)
             )))
         }
-        Some(cp) if cp.version != CHECKPOINT_VERSION => {
-            return Err(JobError::Resume(format!(
-                "state was written by checkpoint format {} (this rliv reads {CHECKPOINT_VERSION})",
-                cp.version
-            )))
-        }
         Some(cp) if !cp.finished => {
             if cp.files != file_names {
                 return Err(JobError::Resume(format!(

@@ -119,6 +119,21 @@ fn kerr(what: &str, e: impl std::fmt::Display) -> InputError {
     InputError::Kafka(format!("{what}: {e}"))
 }
 
+/// The partition ids of `topic` (none if the broker does not know it).
+pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Vec<i32>, KafkaError> {
+    let md = consumer.fetch_metadata(Some(topic), timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect())
+}
+
 /// The name of a partition in positions and dead letters.
 pub fn partition_name(topic: &str, partition: i32) -> String {
     format!("{topic}/{partition}")
@@ -241,20 +256,12 @@ impl KafkaReader {
                 .set("auto.offset.reset", "earliest")
                 .create_with_context(QuietEof::default())
                 .map_err(|e| kerr("creating the consumer", e))?;
-            let md = consumer
-                .fetch_metadata(Some(&topic), timeout)
-                .map_err(|e| {
-                    kerr(
-                        &format!("metadata of topic {topic:?} from {}", cfg.brokers()),
-                        e,
-                    )
-                })?;
-            let ids: Vec<i32> = md
-                .topics()
-                .iter()
-                .filter(|t| t.name() == topic && t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
+            let ids = partitions(&consumer, &topic, timeout).map_err(|e| {
+                kerr(
+                    &format!("metadata of topic {topic:?} from {}", cfg.brokers()),
+                    e,
+                )
+            })?;
             if ids.is_empty() {
                 return Err(InputError::Kafka(format!(
                     "topic {topic:?} has no partitions on {} (create it first: rliv kafka create-topics)",

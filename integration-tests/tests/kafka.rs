@@ -4,108 +4,13 @@
 //! The broker binary is `RLIV_TANSU`, or `~/.cache/rliv/tools/bin/tansu`
 //! (`scripts/install-tansu.sh` builds it; `scripts/test.sh` runs that first).
 
-use std::net::TcpStream;
+mod common;
+
+use common::{rliv_bin, s};
+use rliv::tansu::Broker;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn rliv_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("RLIV_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .join("rliv")
-}
-
-fn tansu_bin() -> PathBuf {
-    let p = std::env::var("RLIV_TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/rliv/tools/bin/tansu")
-        });
-    assert!(
-        p.exists(),
-        "the Tansu broker is not installed at {}: run scripts/install-tansu.sh (scripts/test.sh does)",
-        p.display()
-    );
-    p
-}
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-/// A Tansu broker with sqlite storage in `dir`; killed on drop.
-struct Broker {
-    port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        let mut b = Broker {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            child: None,
-        };
-        b.restart();
-        b
-    }
-
-    fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        std::fs::create_dir_all(&self.dir).expect("broker dir");
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let log = std::fs::File::create(self.dir.join("tansu.log")).expect("log");
-        let child = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start tansu");
-        self.child = Some(child);
-        let t = Instant::now();
-        while TcpStream::connect(self.addr()).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "tansu did not listen on {}",
-                self.addr()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 struct Env {
     vars: Vec<(String, String)>,
@@ -163,10 +68,6 @@ impl Env {
         );
         out
     }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 /// Generates a log and loads it into fresh topics with `partitions` partitions.
@@ -246,7 +147,7 @@ fn run_to_end(env: &Env, state: &Path, workers: u32) {
 #[test]
 fn killed_runs_resume_to_exactly_the_uninterrupted_pair_state() {
     let dir = tempfile::tempdir().expect("tmp");
-    let broker = Broker::start(&dir.path().join("broker"));
+    let broker = Broker::start(&dir.path().join("broker")).expect("start tansu");
     let env = Env::new(&broker, "kill");
     load(&env, dir.path(), 2, 60_000);
     let whole = dir.path().join("whole");
@@ -291,7 +192,7 @@ fn killed_runs_resume_to_exactly_the_uninterrupted_pair_state() {
 #[test]
 fn partitions_and_workers_do_not_change_the_dump() {
     let dir = tempfile::tempdir().expect("tmp");
-    let broker = Broker::start(&dir.path().join("broker"));
+    let broker = Broker::start(&dir.path().join("broker")).expect("start tansu");
     // Without the generator's deliberately late actions (delivered after their
     // window closed): how those are classified depends on how far the other
     // stream had progressed, which partitioning changes. Everything within the
@@ -319,7 +220,7 @@ fn partitions_and_workers_do_not_change_the_dump() {
 #[test]
 fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut broker = Broker::start(&dir.path().join("broker"));
+    let mut broker = Broker::start(&dir.path().join("broker")).expect("start tansu");
     let env = Env::new(&broker, "restart");
     load(&env, dir.path(), 2, 60_000);
     let whole = dir.path().join("whole");
@@ -340,7 +241,7 @@ fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
     );
     broker.stop();
     std::thread::sleep(Duration::from_millis(1500));
-    broker.restart();
+    broker.restart().expect("restart tansu");
     let t = Instant::now();
     let status = loop {
         if let Some(st) = child.try_wait().expect("wait") {
@@ -370,7 +271,7 @@ fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
 #[test]
 fn bad_messages_are_counted_and_dead_lettered_and_good_ones_processed() {
     let dir = tempfile::tempdir().expect("tmp");
-    let broker = Broker::start(&dir.path().join("broker"));
+    let broker = Broker::start(&dir.path().join("broker")).expect("start tansu");
     let env = Env::new(&broker, "bad");
     env.ok(&["kafka", "create-topics", "--partitions", "2"]);
     let exposures = dir.path().join("e.jsonl");

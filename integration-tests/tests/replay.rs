@@ -4,28 +4,13 @@
 //! (`target/<profile>/rliv`, built by `cargo build --bin rliv`) or taken from
 //! `RLIV_BIN`.
 
+mod common;
+
+use common::{ok, rliv_bin};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn rliv_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("RLIV_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = dir.join("rliv");
-    assert!(
-        bin.exists(),
-        "{} not found: run `cargo build --release --bin rliv` first (or set RLIV_BIN)",
-        bin.display()
-    );
-    bin
-}
 
 fn contract_examples() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -39,16 +24,6 @@ fn rliv(args: &[&str], envs: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run rliv")
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "rliv failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn dump(state: &Path) -> String {

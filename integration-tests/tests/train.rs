@@ -2,20 +2,11 @@
 //! `train --resume` continues them, and damaged checkpoints are reported by
 //! file and skipped.
 
+mod common;
+
+use common::{ok, rliv_bin, s};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn rliv_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("RLIV_BIN") {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    dir.join("rliv")
-}
 
 /// A small model and a low update ratio threshold, so tests take seconds.
 const SMALL: &[(&str, &str)] = &[
@@ -34,20 +25,6 @@ fn rliv(args: &[&str]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run rliv")
-}
-
-fn ok(out: Output) -> Output {
-    assert!(
-        out.status.success(),
-        "rliv failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 fn checkpoints(dir: &Path) -> Vec<PathBuf> {

@@ -160,24 +160,25 @@ impl RecentItems {
         q.truncate(self.keep);
     }
 
-    /// Exactly `keep` candidates for `s`: its own item first, then the
+    /// Calls `f` with exactly `keep` candidates for `s` (no allocation: this
+    /// runs for every sample of every batch): its own item first, then the
     /// author's other recent items, padded with its own item (a repeated
     /// candidate does not change a max).
-    pub fn candidates<'a>(&'a self, s: &'a Sample) -> Vec<(u64, &'a [u32])> {
-        let mut out: Vec<(u64, &[u32])> = vec![(s.item_id, &s.item_feats)];
+    pub fn candidates<'a>(&'a self, s: &'a Sample, mut f: impl FnMut(u64, &'a [u32])) {
+        let keep = self.keep.max(1);
+        f(s.item_id, &s.item_feats);
+        let mut n = 1;
         if let Some(q) = self.by_author.get(&s.author_id) {
-            for (item, feats) in q {
-                if out.len() >= self.keep {
+            for (item, feats) in q.iter().filter(|(i, _)| *i != s.item_id) {
+                if n >= keep {
                     break;
                 }
-                if *item != s.item_id {
-                    out.push((*item, feats));
-                }
+                f(*item, feats);
+                n += 1;
             }
         }
-        while out.len() < self.keep.max(1) {
-            out.push((s.item_id, &s.item_feats));
+        for _ in n..keep {
+            f(s.item_id, &s.item_feats);
         }
-        out
     }
 }

@@ -468,27 +468,11 @@ pub fn read(
 pub fn load_newest_model(
     dir: &Path,
 ) -> Result<Option<(Model, Manifest, Vec<String>)>, CheckpointError> {
-    let mut skipped = Vec::new();
-    for ckpt in list(dir)? {
-        match read(&ckpt, false).and_then(|(manifest, mut map, _)| {
-            let mut model =
-                Model::for_inference(&manifest.config).map_err(CheckpointError::Model)?;
-            load_model_tensors(&mut model, &mut map)
-                .map_err(|e| file_err(&ckpt.join(MODEL_FILE), e))?;
-            Ok((model, manifest))
-        }) {
-            Ok((model, manifest)) => return Ok(Some((model, manifest, skipped))),
-            Err(e) => skipped.push(e.to_string()),
-        }
-    }
-    if skipped.is_empty() {
-        Ok(None)
-    } else {
-        Err(CheckpointError::NoneUsable {
-            dir: dir.to_path_buf(),
-            reasons: skipped.join("; "),
-        })
-    }
+    newest_usable(dir, false, |ckpt, manifest, map, _| {
+        let mut model = Model::for_inference(&manifest.config).map_err(CheckpointError::Model)?;
+        load_model_tensors(&mut model, map).map_err(|e| file_err(&ckpt.join(MODEL_FILE), e))?;
+        Ok(model)
+    })
 }
 
 /// A learner restored from the newest usable checkpoint in `dir` (model,
@@ -499,24 +483,40 @@ pub fn resume(
     dir: &Path,
     cfg: &LearnerConfig,
 ) -> Result<Option<(Learner, Manifest, Vec<String>)>, CheckpointError> {
+    newest_usable(dir, true, |ckpt, manifest, map, optim| {
+        check_same_model(&manifest.config, cfg).map_err(|e| file_err(&ckpt.join(MANIFEST), e))?;
+        let mut l = Learner::new(cfg).map_err(CheckpointError::Model)?;
+        load_model_tensors(&mut l.model, map).map_err(|e| file_err(&ckpt.join(MODEL_FILE), e))?;
+        if let Some(o) = optim {
+            load_optimizer_tensors(&mut l, o).map_err(|e| file_err(&ckpt.join(OPTIM_FILE), e))?;
+        }
+        l.step = manifest.step;
+        l.rng = manifest.rng.clone();
+        Ok(l)
+    })
+}
+
+/// Builds a `T` from the newest checkpoint in `dir` that reads, verifies and
+/// builds; returns it with the reasons each newer one was skipped. No
+/// checkpoint at all is `Ok(None)`; only unusable ones is an error.
+fn newest_usable<T>(
+    dir: &Path,
+    with_optimizer: bool,
+    mut build: impl FnMut(
+        &Path,
+        &Manifest,
+        &mut TensorMap,
+        Option<&mut TensorMap>,
+    ) -> Result<T, CheckpointError>,
+) -> Result<Option<(T, Manifest, Vec<String>)>, CheckpointError> {
     let mut skipped = Vec::new();
     for ckpt in list(dir)? {
-        let attempt = read(&ckpt, true).and_then(|(manifest, mut map, optim)| {
-            check_same_model(&manifest.config, cfg)
-                .map_err(|e| file_err(&ckpt.join(MANIFEST), e))?;
-            let mut l = Learner::new(cfg).map_err(CheckpointError::Model)?;
-            load_model_tensors(&mut l.model, &mut map)
-                .map_err(|e| file_err(&ckpt.join(MODEL_FILE), e))?;
-            if let Some(mut o) = optim {
-                load_optimizer_tensors(&mut l, &mut o)
-                    .map_err(|e| file_err(&ckpt.join(OPTIM_FILE), e))?;
-            }
-            l.step = manifest.step;
-            l.rng = manifest.rng.clone();
-            Ok((l, manifest))
+        let attempt = read(&ckpt, with_optimizer).and_then(|(manifest, mut map, mut optim)| {
+            let t = build(&ckpt, &manifest, &mut map, optim.as_mut())?;
+            Ok((t, manifest))
         });
         match attempt {
-            Ok((l, m)) => return Ok(Some((l, m, skipped))),
+            Ok((t, manifest)) => return Ok(Some((t, manifest, skipped))),
             Err(e) => skipped.push(e.to_string()),
         }
     }

@@ -70,6 +70,11 @@ impl Lookup {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Empties it, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.slots.clear();
+        self.offsets.clear();
+    }
 }
 
 /// One embedding table with its Adam moments.

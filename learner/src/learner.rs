@@ -79,8 +79,8 @@ impl Learner {
     fn fill(&mut self, samples: &[&Sample]) {
         let m = &self.model;
         let bufs = &mut self.bufs;
-        bufs.lookup = Lookup::default();
-        bufs.next = Lookup::default();
+        bufs.lookup.clear();
+        bufs.next.clear();
         let b = samples.len();
         let t = m.labels.len();
         let scale = m.cfg.reward_scale.as_array();
@@ -90,9 +90,9 @@ impl Learner {
         for (i, s) in samples.iter().enumerate() {
             m.emb.push(&mut bufs.lookup, &s.input(), None);
             let nx = s.next_input();
-            for cand in self.recent.candidates(s) {
-                m.emb.push(&mut bufs.next, &nx, Some(cand));
-            }
+            self.recent.candidates(s, |item, feats| {
+                m.emb.push(&mut bufs.next, &nx, Some((item, feats)))
+            });
             for (k, &label) in m.labels.iter().enumerate() {
                 bufs.rewards[k * b + i] = s.reward[label] * scale[label] as f32;
             }

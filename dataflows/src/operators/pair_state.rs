@@ -75,10 +75,13 @@ impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
                     if !batch.is_empty() {
                         match shard.apply_epoch(epoch, batch) {
                             Ok(applied) => {
-                                session.give(Side::Transitions(batch_of(
-                                    applied.transitions,
-                                    outputs,
-                                )));
+                                // Nobody reads transitions: do not format or move them.
+                                if outputs.lines || outputs.records {
+                                    session.give(Side::Transitions(batch_of(
+                                        applied.transitions,
+                                        outputs,
+                                    )));
+                                }
                                 session.give(Side::Counts(applied.counters));
                             }
                             Err(e) => {
