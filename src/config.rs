@@ -97,19 +97,22 @@ fn merge(base: &mut toml::Table, patch: toml::Table) {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn embedded_defaults_equal_the_code_defaults() {
-        let cfg = Config::load_with_env(None, &[]).unwrap();
+    fn embedded_defaults_equal_the_code_defaults() -> TestResult {
+        let cfg = Config::load_with_env(None, &[])?;
         assert_eq!(cfg.join, JoinConfig::default());
         assert_eq!(cfg.replay, ReplayConfig::default());
         assert_eq!(cfg.gen, GenConfig::default());
         assert_eq!(cfg.learner, LearnerConfig::default());
         assert_eq!(cfg.serve, crate::serve::ServeConfig::default());
         assert_eq!(cfg.kafka, rliv_dataflows::kafka::KafkaConfig::default());
+        Ok(())
     }
 
     #[test]
-    fn nested_tables_can_be_overridden_from_the_environment() {
+    fn nested_tables_can_be_overridden_from_the_environment() -> TestResult {
         let env = vec![
             (
                 "RLIV__LEARNER__REWARD_SCALE__WATCH".to_string(),
@@ -120,29 +123,32 @@ mod tests {
                 "revenue".to_string(),
             ),
         ];
-        let cfg = Config::load_with_env(None, &env).unwrap();
+        let cfg = Config::load_with_env(None, &env)?;
         assert_eq!(cfg.learner.reward_scale.watch, 0.5);
         assert_eq!(cfg.learner.weights().gift, 1.0);
         assert_eq!(cfg.learner.reward_scale.click, 1.0);
+        Ok(())
     }
 
     #[test]
-    fn file_then_environment_override_defaults() {
-        let dir = tempfile::tempdir().unwrap();
+    fn file_then_environment_override_defaults() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "[join]\nwindow_ms = 5\n[replay]\nworkers = 3\n").unwrap();
+        std::fs::write(&p, "[join]\nwindow_ms = 5\n[replay]\nworkers = 3\n")?;
         let env = vec![("RLIV__REPLAY__WORKERS".to_string(), "4".to_string())];
-        let cfg = Config::load_with_env(Some(&p), &env).unwrap();
+        let cfg = Config::load_with_env(Some(&p), &env)?;
         assert_eq!(cfg.join.window_ms, 5);
         assert_eq!(cfg.replay.workers, 4);
+        Ok(())
     }
 
     #[test]
-    fn unknown_keys_are_refused_with_their_name() {
-        let dir = tempfile::tempdir().unwrap();
+    fn unknown_keys_are_refused_with_their_name() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let p = dir.path().join("c.toml");
-        std::fs::write(&p, "[join]\nwindow_msec = 5\n").unwrap();
+        std::fs::write(&p, "[join]\nwindow_msec = 5\n")?;
         let err = format!("{:#}", Config::load_with_env(Some(&p), &[]).unwrap_err());
         assert!(err.contains("window_msec"), "{err}");
+        Ok(())
     }
 }

@@ -343,39 +343,42 @@ pub fn generate(cfg: &GenConfig, dir: &Path) -> Result<GenSummary> {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn same_seed_same_log() {
-        let a = tempfile::tempdir().unwrap();
-        let b = tempfile::tempdir().unwrap();
+    fn same_seed_same_log() -> TestResult {
+        let a = tempfile::tempdir()?;
+        let b = tempfile::tempdir()?;
         let cfg = GenConfig {
             exposures: 3000,
             ..GenConfig::default()
         };
-        generate(&cfg, a.path()).unwrap();
-        generate(&cfg, b.path()).unwrap();
+        generate(&cfg, a.path())?;
+        generate(&cfg, b.path())?;
         for f in ["exposures.jsonl", "actions.jsonl"] {
             assert_eq!(
-                std::fs::read(a.path().join(f)).unwrap(),
-                std::fs::read(b.path().join(f)).unwrap()
+                std::fs::read(a.path().join(f))?,
+                std::fs::read(b.path().join(f))?
             );
         }
+        Ok(())
     }
 
     #[test]
-    fn files_are_in_arrival_order_within_the_jitter() {
-        let d = tempfile::tempdir().unwrap();
+    fn files_are_in_arrival_order_within_the_jitter() -> TestResult {
+        let d = tempfile::tempdir()?;
         let cfg = GenConfig {
             exposures: 5000,
             late_rate: 0.0,
             ..GenConfig::default()
         };
-        let s = generate(&cfg, d.path()).unwrap();
+        let s = generate(&cfg, d.path())?;
         assert_eq!(s.exposures, 5000);
-        let text = std::fs::read_to_string(d.path().join("actions.jsonl")).unwrap();
+        let text = std::fs::read_to_string(d.path().join("actions.jsonl"))?;
         let mut max_ts = i64::MIN;
         for l in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let ts = v["ts_ms"].as_i64().unwrap();
+            let v: serde_json::Value = serde_json::from_str(l)?;
+            let ts = v["ts_ms"].as_i64().ok_or("ts_ms is not an integer")?;
             assert!(
                 ts >= max_ts.saturating_sub(JITTER_MS),
                 "an action arrives {} ms behind",
@@ -383,12 +386,14 @@ mod tests {
             );
             max_ts = max_ts.max(ts);
         }
+        Ok(())
     }
 
     #[test]
-    fn favourites_have_higher_affinity() {
+    fn favourites_have_higher_affinity() -> TestResult {
         for u in 1..200 {
             assert!(affinity(u, 7, true) > affinity(u, 7, false));
         }
+        Ok(())
     }
 }

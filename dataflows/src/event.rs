@@ -444,25 +444,28 @@ fn type_name(v: &serde_json::Value) -> &'static str {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     const O: Origin = Origin { file: 0, line: 1 };
 
     #[test]
-    fn contract_example_exposure_parses_with_defaults() {
+    fn contract_example_exposure_parses_with_defaults() -> TestResult {
         let e = parse_exposure(
             br#"{"request_id":2,"user_id":10,"item_id":102,"author_id":7,"ts_ms":1700000600000,"extra":"ignored"}"#,
             O,
         )
-        .unwrap();
+        .map_err(|r| r.detail)?;
         assert_eq!(
             (e.request_id, e.item_id, e.user_id, e.author_id),
             (2, 102, 10, 7)
         );
         assert_eq!(e.position, 0);
         assert!(e.user_feats.is_empty() && e.item_feats.is_empty());
+        Ok(())
     }
 
     #[test]
-    fn every_invalid_contract_example_gets_its_reason() {
+    fn every_invalid_contract_example_gets_its_reason() -> TestResult {
         let cases: &[(&str, Reason)] = &[
             (
                 r#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":1700000001500}"#,
@@ -503,10 +506,11 @@ mod tests {
             let r = parse_action(line.as_bytes(), O).unwrap_err();
             assert_eq!(r.reason, *reason, "{line}: {}", r.detail);
         }
+        Ok(())
     }
 
     #[test]
-    fn missing_field_detail_names_the_field() {
+    fn missing_field_detail_names_the_field() -> TestResult {
         let r = parse_exposure(
             br#"{"request_id":1,"user_id":10,"item_id":100,"ts_ms":5}"#,
             O,
@@ -518,26 +522,29 @@ mod tests {
             .unwrap_err();
         assert_eq!(r.reason, Reason::OutOfRange);
         assert!(r.detail.contains("user_feats"), "{}", r.detail);
+        Ok(())
     }
 
     #[test]
-    fn escaped_action_names_still_parse() {
+    fn escaped_action_names_still_parse() -> TestResult {
         let a = parse_action(
             br#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"cl\u0069ck"}"#,
             O,
         )
-        .unwrap();
+        .map_err(|r| r.detail)?;
         assert_eq!(a.kind, ActionKind::Click);
         assert_eq!(a.value, 1.0);
+        Ok(())
     }
 
     #[test]
-    fn watch_of_zero_seconds_is_valid() {
+    fn watch_of_zero_seconds_is_valid() -> TestResult {
         let a = parse_action(
             br#"{"request_id":1,"user_id":1,"item_id":1,"ts_ms":1,"action":"watch","value":0}"#,
             O,
         )
-        .unwrap();
+        .map_err(|r| r.detail)?;
         assert_eq!(a.value, 0.0);
+        Ok(())
     }
 }

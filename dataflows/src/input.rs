@@ -403,15 +403,17 @@ impl ChunkSource for Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
     use std::io::Write;
 
-    fn write(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
+    fn write(dir: &Path, name: &str, lines: &[String]) -> std::io::Result<PathBuf> {
         let p = dir.join(name);
-        let mut f = File::create(&p).unwrap();
+        let mut f = File::create(&p)?;
         for l in lines {
-            writeln!(f, "{l}").unwrap();
+            writeln!(f, "{l}")?;
         }
-        p
+        Ok(p)
     }
 
     fn lines(prefix: &str, n: usize, ts0: i64) -> Vec<String> {
@@ -420,15 +422,15 @@ mod tests {
             .collect()
     }
 
-    fn all_chunks(r: &mut Reader) -> Vec<Chunk> {
-        std::iter::from_fn(|| r.next_chunk().unwrap()).collect()
+    fn all_chunks(r: &mut Reader) -> Result<Vec<Chunk>, InputError> {
+        std::iter::from_fn(|| r.next_chunk().transpose()).collect()
     }
 
     #[test]
-    fn resumed_reader_yields_the_same_chunks() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = write(dir.path(), "e.jsonl", &lines("e", 25, 0));
-        let a = write(dir.path(), "a.jsonl", &lines("a", 17, 3));
+    fn resumed_reader_yields_the_same_chunks() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let e = write(dir.path(), "e.jsonl", &lines("e", 25, 0))?;
+        let a = write(dir.path(), "a.jsonl", &lines("a", 17, 3))?;
         let make = |pe: SourcePos, pa: SourcePos, epoch| {
             Reader::new(
                 vec![
@@ -438,7 +440,7 @@ mod tests {
                 epoch,
             )
         };
-        let whole = all_chunks(&mut make(SourcePos::default(), SourcePos::default(), 0));
+        let whole = all_chunks(&mut make(SourcePos::default(), SourcePos::default(), 0))?;
         assert_eq!(
             whole
                 .iter()
@@ -448,9 +450,14 @@ mod tests {
         );
         for cut in 1..whole.len() {
             let mut r = make(SourcePos::default(), SourcePos::default(), 0);
-            let head: Vec<Chunk> = (0..cut).map(|_| r.next_chunk().unwrap().unwrap()).collect();
+            let head = (0..cut)
+                .map(|_| {
+                    r.next_chunk()?
+                        .ok_or_else(|| InputError::Missing(PathBuf::from("a chunk")))
+                })
+                .collect::<Result<Vec<Chunk>, InputError>>()?;
             let [pe, pa] = r.positions.clone();
-            let tail = all_chunks(&mut make(pe, pa, r.next_epoch));
+            let tail = all_chunks(&mut make(pe, pa, r.next_epoch))?;
             let joined: Vec<(u64, Vec<u8>, u64)> = head
                 .iter()
                 .chain(tail.iter())
@@ -462,19 +469,19 @@ mod tests {
                 .collect();
             assert_eq!(joined, expect, "cut after {cut} chunks");
         }
-        assert!(whole.last().unwrap().exhausted_after == [true, true]);
+        assert!(whole.last().ok_or("no chunks")?.exhausted_after == [true, true]);
+        Ok(())
     }
 
     #[test]
-    fn gz_files_resume_at_their_decompressed_offset() {
-        let dir = tempfile::tempdir().unwrap();
+    fn gz_files_resume_at_their_decompressed_offset() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let p = dir.path().join("x.jsonl.gz");
-        let mut enc =
-            flate2::write::GzEncoder::new(File::create(&p).unwrap(), flate2::Compression::fast());
+        let mut enc = flate2::write::GzEncoder::new(File::create(&p)?, flate2::Compression::fast());
         for l in lines("x", 10, 0) {
-            writeln!(enc, "{l}").unwrap();
+            writeln!(enc, "{l}")?;
         }
-        enc.finish().unwrap();
+        enc.finish()?;
         let mut s = SourceReader::new(
             Source::Exposures,
             vec![(0, p.clone())],
@@ -482,52 +489,57 @@ mod tests {
             3,
             1000,
         );
-        let (first, pos) = s.read_chunk().unwrap().unwrap();
+        let (first, pos) = s.read_chunk()?.ok_or("no chunk")?;
         assert_eq!(first.first_line, 1);
         let mut s2 = SourceReader::new(Source::Exposures, vec![(0, p)], pos, 3, 1000);
-        let (second, _) = s2.read_chunk().unwrap().unwrap();
+        let (second, _) = s2.read_chunk()?.ok_or("no chunk")?;
         assert_eq!(second.first_line, 4);
         assert!(String::from_utf8_lossy(&second.data).starts_with("{\"id\":\"x3\""));
+        Ok(())
     }
 
     #[test]
-    fn over_long_lines_are_cut_and_flagged_not_buffered_whole() {
-        let dir = tempfile::tempdir().unwrap();
+    fn over_long_lines_are_cut_and_flagged_not_buffered_whole() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let p = write(
             dir.path(),
             "l.jsonl",
             &["short".to_string(), "y".repeat(10_000), "end".to_string()],
-        );
+        )?;
         let mut s = SourceReader::new(Source::Actions, vec![(0, p)], SourcePos::default(), 10, 100);
-        let (c, _) = s.read_chunk().unwrap().unwrap();
+        let (c, _) = s.read_chunk()?.ok_or("no chunk")?;
         assert_eq!(c.too_long, vec![1]);
         assert_eq!(c.data.len(), 6 + 101 + 4);
+        Ok(())
     }
 
     #[test]
-    fn first_ts_reads_the_field_of_the_first_line() {
+    fn first_ts_reads_the_field_of_the_first_line() -> TestResult {
         assert_eq!(
             first_ts(b"{\"a\":1, \"ts_ms\" : -42,\"b\":2}\n{\"ts_ms\":7}\n"),
             Some(-42)
         );
         assert_eq!(first_ts(b"garbage\n{\"ts_ms\":7}\n"), None);
+        Ok(())
     }
 
     #[test]
-    fn directories_expand_to_their_data_files_in_name_order() {
-        let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "b.jsonl", &[]);
-        write(dir.path(), "a.jsonl", &[]);
-        write(dir.path(), "notes.txt", &[]);
-        let got = expand_paths(&[dir.path().to_path_buf()]).unwrap();
+    fn directories_expand_to_their_data_files_in_name_order() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        write(dir.path(), "b.jsonl", &[])?;
+        write(dir.path(), "a.jsonl", &[])?;
+        write(dir.path(), "notes.txt", &[])?;
+        let got = expand_paths(&[dir.path().to_path_buf()])?;
         let names: Vec<_> = got
             .iter()
-            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
-            .collect();
+            .map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or("a file name")?;
         assert_eq!(names, vec!["a.jsonl", "b.jsonl"]);
         assert!(matches!(
             expand_paths(&[dir.path().join("zz")]),
             Err(InputError::Missing(_))
         ));
+        Ok(())
     }
 }

@@ -351,6 +351,8 @@ pub fn rewards(mut actions: Vec<Action>) -> Rewards {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
     use crate::event::Origin;
 
     const W: i64 = 30 * 60 * 1000;
@@ -406,7 +408,7 @@ mod tests {
     }
 
     #[test]
-    fn action_exactly_at_the_window_end_is_attributed() {
+    fn action_exactly_at_the_window_end_is_attributed() -> TestResult {
         let out = run(vec![(
             vec![exp(1, 1, T0)],
             vec![act(1, 1, T0 + W, ActionKind::Click, 1.0)],
@@ -415,10 +417,11 @@ mod tests {
         assert_eq!(out.interactions.len(), 1);
         assert_eq!(out.interactions[0].rewards.click, 1.0);
         assert!(out.rejected.is_empty());
+        Ok(())
     }
 
     #[test]
-    fn action_one_ms_after_the_window_is_out_of_window() {
+    fn action_one_ms_after_the_window_is_out_of_window() -> TestResult {
         let out = run(vec![(
             vec![exp(1, 1, T0)],
             vec![act(1, 1, T0 + W + 1, ActionKind::Click, 1.0)],
@@ -426,10 +429,11 @@ mod tests {
         )]);
         assert_eq!(out.interactions[0].rewards.click, 0.0);
         assert_eq!(reasons(&out), vec![Reason::OutOfWindow]);
+        Ok(())
     }
 
     #[test]
-    fn action_before_its_exposure_is_out_of_window() {
+    fn action_before_its_exposure_is_out_of_window() -> TestResult {
         let out = run(vec![(
             vec![exp(1, 1, T0)],
             vec![act(1, 1, T0 - 1, ActionKind::Click, 1.0)],
@@ -437,10 +441,11 @@ mod tests {
         )]);
         assert_eq!(out.interactions[0].rewards.click, 0.0);
         assert_eq!(reasons(&out), vec![Reason::OutOfWindow]);
+        Ok(())
     }
 
     #[test]
-    fn action_arriving_before_its_exposure_waits_for_it() {
+    fn action_arriving_before_its_exposure_waits_for_it() -> TestResult {
         let out = run(vec![
             (
                 vec![],
@@ -452,10 +457,11 @@ mod tests {
         assert_eq!(out.interactions.len(), 1);
         assert_eq!(out.interactions[0].rewards.watch, 3.5);
         assert!(out.rejected.is_empty());
+        Ok(())
     }
 
     #[test]
-    fn duplicated_action_counts_once() {
+    fn duplicated_action_counts_once() -> TestResult {
         let a = act(1, 1, T0 + 9, ActionKind::Watch, 28.5);
         let out = run(vec![
             (vec![exp(1, 1, T0)], vec![a.clone(), a.clone()], T0),
@@ -473,10 +479,11 @@ mod tests {
             T0,
         )]);
         assert_eq!(out.interactions[0].rewards.watch, 3.0);
+        Ok(())
     }
 
     #[test]
-    fn duplicate_exposure_is_ignored_and_counted() {
+    fn duplicate_exposure_is_ignored_and_counted() -> TestResult {
         let out = run(vec![
             (vec![exp(1, 1, T0), exp(1, 1, T0)], vec![], T0),
             (vec![exp(1, 1, T0)], vec![], T0 + W + 1),
@@ -484,10 +491,11 @@ mod tests {
         ]);
         assert_eq!(out.interactions.len(), 1);
         assert_eq!(out.counters.get(Counter::DuplicateExposures), 3);
+        Ok(())
     }
 
     #[test]
-    fn orphan_action_is_counted_and_rejected() {
+    fn orphan_action_is_counted_and_rejected() -> TestResult {
         let out = run(vec![(
             vec![],
             vec![act(99, 555, T0, ActionKind::Click, 1.0)],
@@ -496,10 +504,11 @@ mod tests {
         assert!(out.interactions.is_empty());
         assert_eq!(reasons(&out), vec![Reason::OrphanAction]);
         assert_eq!(out.counters.get(Counter::OrphanActions), 1);
+        Ok(())
     }
 
     #[test]
-    fn action_after_its_exposure_closed_is_late_not_merged() {
+    fn action_after_its_exposure_closed_is_late_not_merged() -> TestResult {
         let out = run(vec![
             (vec![exp(1, 1, T0)], vec![], T0 + W + 1),
             (
@@ -512,20 +521,22 @@ mod tests {
         assert_eq!(out.interactions[0].rewards.click, 0.0);
         assert_eq!(reasons(&out), vec![Reason::LateAction]);
         assert_eq!(out.counters.get(Counter::LateActions), 1);
+        Ok(())
     }
 
     #[test]
-    fn exposure_arriving_after_its_window_is_late() {
+    fn exposure_arriving_after_its_window_is_late() -> TestResult {
         let out = run(vec![
             (vec![], vec![], T0 + W + 1),
             (vec![exp(1, 1, T0)], vec![], T0 + W + 2),
         ]);
         assert!(out.interactions.is_empty());
         assert_eq!(reasons(&out), vec![Reason::LateExposure]);
+        Ok(())
     }
 
     #[test]
-    fn watch_of_zero_seconds_gives_zero_watch_reward() {
+    fn watch_of_zero_seconds_gives_zero_watch_reward() -> TestResult {
         let out = run(vec![(
             vec![exp(1, 1, T0)],
             vec![
@@ -537,10 +548,11 @@ mod tests {
         let r = out.interactions[0].rewards;
         assert_eq!((r.click, r.watch), (1.0, 0.0));
         assert_eq!(out.counters.get(Counter::AttributedActions), 2);
+        Ok(())
     }
 
     #[test]
-    fn exposure_stays_open_until_the_watermark_passes_its_window() {
+    fn exposure_stays_open_until_the_watermark_passes_its_window() -> TestResult {
         let mut j = JoinState::new(JoinConfig::default());
         let mut out = JoinOutput::default();
         j.process_epoch(i64::MIN, vec![exp(1, 1, T0)], vec![], &mut out);
@@ -551,19 +563,21 @@ mod tests {
         );
         j.advance(T0 + W + 1, false, &mut out);
         assert_eq!(out.interactions.len(), 1);
+        Ok(())
     }
 
     #[test]
-    fn user_mismatch_is_rejected() {
+    fn user_mismatch_is_rejected() -> TestResult {
         let mut a = act(1, 1, T0 + 1, ActionKind::Click, 1.0);
         a.user_id = 11;
         let out = run(vec![(vec![exp(1, 1, T0)], vec![a], T0)]);
         assert_eq!(reasons(&out), vec![Reason::UserMismatch]);
         assert_eq!(out.interactions[0].rewards.click, 0.0);
+        Ok(())
     }
 
     #[test]
-    fn snapshot_restore_continues_identically() {
+    fn snapshot_restore_continues_identically() -> TestResult {
         let epochs = vec![
             (
                 vec![exp(1, 1, T0), exp(2, 1, T0 + 100)],
@@ -588,10 +602,9 @@ mod tests {
         let (e0, a0, w0) = epochs[0].clone();
         j.process_epoch(i64::MIN, e0, a0, &mut out);
         j.advance(w0, false, &mut out);
-        let snap =
-            bincode::serde::encode_to_vec(j.snapshot(), bincode::config::standard()).unwrap();
+        let snap = bincode::serde::encode_to_vec(j.snapshot(), bincode::config::standard())?;
         let (snap, _): (JoinSnapshot, _) =
-            bincode::serde::decode_from_slice(&snap, bincode::config::standard()).unwrap();
+            bincode::serde::decode_from_slice(&snap, bincode::config::standard())?;
         let mut j2 = JoinState::new(cfg);
         j2.restore(snap, |_| true);
         let mut w = w0;
@@ -603,10 +616,11 @@ mod tests {
         j2.advance(w, true, &mut out);
         assert_eq!(out.interactions, whole.interactions);
         assert_eq!(out.counters, whole.counters);
+        Ok(())
     }
 
     #[test]
-    fn watermark_is_the_slowest_live_source_less_lateness() {
+    fn watermark_is_the_slowest_live_source_less_lateness() -> TestResult {
         let mut w = Watermark::default();
         assert_eq!(w.current(10), i64::MIN);
         w.observe(Source::Exposures, Some(1000), false);
@@ -619,5 +633,6 @@ mod tests {
             990,
             "an exhausted source no longer holds it back"
         );
+        Ok(())
     }
 }

@@ -218,6 +218,8 @@ impl<S: PairSource> PairShard<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
     use crate::event::{Exposure, Origin};
     use rliv_state::Rewards;
 
@@ -244,19 +246,17 @@ mod tests {
     }
 
     #[test]
-    fn a_pairs_interactions_apply_in_time_order_whatever_the_input_order() {
+    fn a_pairs_interactions_apply_in_time_order_whatever_the_input_order() -> TestResult {
         let durable = Arc::new(AtomicU64::new(0));
         let mut shard = PairShard::new(Arc::new(NoPairs), 100, durable);
-        let out = shard
-            .apply_epoch(
-                1,
-                vec![
-                    it(1, 2, 300, 3, 0.0),
-                    it(1, 2, 100, 1, 1.0),
-                    it(1, 2, 200, 2, 1.0),
-                ],
-            )
-            .unwrap();
+        let out = shard.apply_epoch(
+            1,
+            vec![
+                it(1, 2, 300, 3, 0.0),
+                it(1, 2, 100, 1, 1.0),
+                it(1, 2, 200, 2, 1.0),
+            ],
+        )?;
         let states: Vec<(u64, u64)> = out
             .transitions
             .iter()
@@ -266,12 +266,13 @@ mod tests {
         assert_eq!(out.transitions[2].next_state.clicks, 2);
         let puts = shard.flush();
         assert_eq!(puts.len(), 1);
-        let c = PairCounters::decode(&puts[0].1).unwrap();
+        let c = PairCounters::decode(&puts[0].1)?;
         assert_eq!(
             (c.first_ts_ms, c.last_ts_ms, c.watch_sec_total),
             (100, 300, 6.0)
         );
         assert_eq!(out.counters.get(Counter::NewPairs), 1);
+        Ok(())
     }
 
     /// A source that counts reads, to observe the cache.
@@ -279,58 +280,54 @@ mod tests {
     impl PairSource for Counting {
         fn get_pairs(&self, keys: &[PairKey]) -> Result<Vec<Option<PairCounters>>, StateError> {
             self.1.fetch_add(keys.len() as u64, Ordering::SeqCst);
-            let m = self.0.lock().unwrap();
+            let m = self
+                .0
+                .lock()
+                .map_err(|_| StateError::Corrupt("a poisoned lock".into()))?;
             Ok(keys.iter().map(|k| m.get(k).copied()).collect())
         }
     }
 
     #[test]
-    fn cache_keeps_undurable_values_and_drops_durable_ones() {
+    fn cache_keeps_undurable_values_and_drops_durable_ones() -> TestResult {
         let durable = Arc::new(AtomicU64::new(0));
         let src = Arc::new(Counting(Default::default(), AtomicU64::new(0)));
         let mut shard = PairShard::new(src.clone(), 4, durable.clone());
         for (epoch, user) in (1..=6).zip(10..) {
-            shard
-                .apply_epoch(epoch, vec![it(user, 1, epoch as i64, epoch, 1.0)])
-                .unwrap();
+            shard.apply_epoch(epoch, vec![it(user, 1, epoch as i64, epoch, 1.0)])?;
         }
         // Nothing durable yet: nothing may be dropped.
         assert_eq!(shard.cached(), 6);
-        let again = shard.apply_epoch(7, vec![it(10, 1, 7, 7, 1.0)]).unwrap();
+        let again = shard.apply_epoch(7, vec![it(10, 1, 7, 7, 1.0)])?;
         assert_eq!(
             again.transitions[0].state.exposures, 1,
             "value came from the cache, not the empty source"
         );
         durable.store(9, Ordering::SeqCst);
-        shard.apply_epoch(8, vec![it(99, 1, 8, 8, 1.0)]).unwrap();
-        shard.apply_epoch(9, vec![it(98, 1, 9, 9, 1.0)]).unwrap();
-        shard.apply_epoch(10, vec![it(97, 1, 10, 10, 1.0)]).unwrap();
+        shard.apply_epoch(8, vec![it(99, 1, 8, 8, 1.0)])?;
+        shard.apply_epoch(9, vec![it(98, 1, 9, 9, 1.0)])?;
+        shard.apply_epoch(10, vec![it(97, 1, 10, 10, 1.0)])?;
         assert!(
             shard.cached() < 9,
             "cache did not shrink: {}",
             shard.cached()
         );
+        Ok(())
     }
 
     #[test]
-    fn flush_writes_each_changed_pair_once_with_its_latest_value() {
+    fn flush_writes_each_changed_pair_once_with_its_latest_value() -> TestResult {
         let durable = Arc::new(AtomicU64::new(0));
         // Capacity 4: the pairs of epochs 1-2 rotate into `cold` while dirty.
         let mut shard = PairShard::new(Arc::new(NoPairs), 4, durable);
-        shard
-            .apply_epoch(1, vec![it(1, 1, 10, 1, 1.0), it(2, 1, 10, 2, 1.0)])
-            .unwrap();
-        shard
-            .apply_epoch(2, vec![it(1, 1, 20, 3, 1.0), it(3, 1, 20, 4, 0.0)])
-            .unwrap();
-        shard
-            .apply_epoch(3, vec![it(4, 1, 30, 5, 1.0), it(5, 1, 30, 6, 1.0)])
-            .unwrap();
+        shard.apply_epoch(1, vec![it(1, 1, 10, 1, 1.0), it(2, 1, 10, 2, 1.0)])?;
+        shard.apply_epoch(2, vec![it(1, 1, 20, 3, 1.0), it(3, 1, 20, 4, 0.0)])?;
+        shard.apply_epoch(3, vec![it(4, 1, 30, 5, 1.0), it(5, 1, 30, 6, 1.0)])?;
         assert_eq!(shard.dirty(), 5);
         let puts = shard.flush();
         let users: Vec<u64> = puts.iter().map(|(k, _)| k.user_id).collect();
         assert_eq!(users, vec![1, 2, 3, 4, 5], "one put per pair, in key order");
-        let c = PairCounters::decode(&puts[0].1).unwrap();
+        let c = PairCounters::decode(&puts[0].1)?;
         assert_eq!(
             (c.counts.exposures, c.counts.clicks, c.last_ts_ms),
             (2, 2, 20)
@@ -340,12 +337,10 @@ mod tests {
             shard.flush().is_empty(),
             "nothing changed since the last flush"
         );
-        shard.apply_epoch(4, vec![it(2, 1, 40, 7, 0.0)]).unwrap();
+        shard.apply_epoch(4, vec![it(2, 1, 40, 7, 0.0)])?;
         let puts = shard.flush();
         assert_eq!(puts.len(), 1);
-        assert_eq!(
-            PairCounters::decode(&puts[0].1).unwrap().counts.exposures,
-            2
-        );
+        assert_eq!(PairCounters::decode(&puts[0].1)?.counts.exposures, 2);
+        Ok(())
     }
 }

@@ -218,21 +218,17 @@ impl CandleEngine {
 mod tests {
     use super::*;
 
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn candle_huber_and_bce_match_the_host_functions() {
+    fn candle_huber_and_bce_match_the_host_functions() -> TestResult {
         let dev = Device::Cpu;
         let x = [0.5f32, 3.0, -2.0, 1.0, 40.0];
         let y = [0.0f32, 1.0, 0.5, 1.0, 0.0];
-        let xt = Tensor::new(&x, &dev).expect("t");
-        let yt = Tensor::new(&y, &dev).expect("t");
-        let h = huber(&xt, &yt, 1.0)
-            .expect("huber")
-            .to_vec1::<f32>()
-            .expect("v");
-        let c = bce_with_logits(&xt, &yt)
-            .expect("bce")
-            .to_vec1::<f32>()
-            .expect("v");
+        let xt = Tensor::new(&x, &dev)?;
+        let yt = Tensor::new(&y, &dev)?;
+        let h = huber(&xt, &yt, 1.0)?.to_vec1::<f32>()?;
+        let c = bce_with_logits(&xt, &yt)?.to_vec1::<f32>()?;
         for i in 0..x.len() {
             assert!((h[i] - crate::nets::huber(x[i] - y[i], 1.0)).abs() < 1e-5);
             let z = if y[i] > 0.5 { 1.0 } else { 0.0 };
@@ -241,5 +237,6 @@ mod tests {
                 assert!((c[i] - want).abs() < 1e-4, "{} vs {want}", c[i]);
             }
         }
+        Ok(())
     }
 }

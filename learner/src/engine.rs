@@ -71,7 +71,7 @@ impl Engine {
         grads: bool,
     ) -> Result<(StepStats, Option<Grads>), String> {
         match self {
-            Engine::Fused(f) => Ok(f.loss_and_grads(model, data, grads)),
+            Engine::Fused(f) => f.loss_and_grads(model, data, grads),
             Engine::Candle(c) => c
                 .loss_and_grads(model, data, grads)
                 .map_err(|e| e.to_string()),
@@ -81,7 +81,7 @@ impl Engine {
     /// Online Q values `(T, 2, b)` of `x` `(b, d)`, tower-major.
     pub fn q_values(&mut self, model: &Model, x: &[f32], b: usize) -> Result<Vec<f32>, String> {
         match self {
-            Engine::Fused(f) => Ok(f.q_values(model, x, b)),
+            Engine::Fused(f) => f.q_values(model, x, b),
             Engine::Candle(c) => c.q_values(model, x, b).map_err(|e| e.to_string()),
         }
     }

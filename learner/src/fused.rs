@@ -8,20 +8,30 @@
 //! `tests::fused_and_candle_engines_agree` holds them to each other.
 
 use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, ArrayViewMut2, Axis, Slice};
+use ndarray::{ArrayView2, ArrayViewMut2, Axis, ShapeError, Slice};
 
 use crate::engine::{BatchData, Grads};
 use crate::learner::StepStats;
 use crate::model::Model;
 use crate::nets::{bce_grad, bce_with_logits, huber, huber_grad, StackParams};
 
-// Every buffer is sized rows x cols by its owner just before it is viewed.
-fn view(buf: &[f32], rows: usize, cols: usize) -> ArrayView2<'_, f32> {
-    ArrayView2::from_shape((rows, cols), buf).expect("buffer sized rows x cols")
+/// A mis-sized buffer (a model whose layers disagree with its input, say)
+/// is an error of the step, not a panic.
+type Shaped<T> = Result<T, ShapeError>;
+
+fn view(buf: &[f32], rows: usize, cols: usize) -> Shaped<ArrayView2<'_, f32>> {
+    ArrayView2::from_shape((rows, cols), buf)
 }
 
-fn view_mut(buf: &mut [f32], rows: usize, cols: usize) -> ArrayViewMut2<'_, f32> {
-    ArrayViewMut2::from_shape((rows, cols), buf).expect("buffer sized rows x cols")
+fn view_mut(buf: &mut [f32], rows: usize, cols: usize) -> Shaped<ArrayViewMut2<'_, f32>> {
+    ArrayViewMut2::from_shape((rows, cols), buf)
+}
+
+/// Contiguous ranges of towers, one per thread group.
+fn tower_ranges(towers: usize, groups: usize) -> Vec<std::ops::Range<usize>> {
+    (0..groups)
+        .map(|g| (g * towers / groups)..((g + 1) * towers / groups))
+        .collect()
 }
 
 /// Activations of one net: pre-activation `z[l]` and output `a[l]` per layer.
@@ -40,7 +50,7 @@ pub fn forward_net<'w>(
     n: usize,
     x: ArrayView2<'_, f32>,
     ws: &'w mut NetWs,
-) -> &'w [f32] {
+) -> Shaped<&'w [f32]> {
     forward_from(p, n, 0, x, ws)
 }
 
@@ -51,24 +61,24 @@ fn forward_from<'w>(
     start: usize,
     input: ArrayView2<'_, f32>,
     ws: &'w mut NetWs,
-) -> &'w [f32] {
+) -> Shaped<&'w [f32]> {
     let rows = input.nrows();
     let layers = p.layers();
     ws.z.resize_with(layers, Vec::new);
     ws.a.resize_with(layers, Vec::new);
     for l in start..layers {
         let (din, dout) = (p.dims[l], p.dims[l + 1]);
-        let w = view(p.w_net(l, n), din, dout);
+        let w = view(p.w_net(l, n), din, dout)?;
         let bias = p.b_net(l, n);
         let mut z = std::mem::take(&mut ws.z[l]);
         z.clear();
         z.resize(rows * dout, 0.0);
         {
-            let mut zv = view_mut(&mut z, rows, dout);
+            let mut zv = view_mut(&mut z, rows, dout)?;
             if l == start {
                 general_mat_mul(1.0, &input, &w, 0.0, &mut zv);
             } else {
-                let prev = view(&ws.a[l - 1], rows, din);
+                let prev = view(&ws.a[l - 1], rows, din)?;
                 general_mat_mul(1.0, &prev, &w, 0.0, &mut zv);
             }
         }
@@ -86,7 +96,7 @@ fn forward_from<'w>(
         }
         ws.z[l] = z;
     }
-    &ws.a[layers - 1]
+    Ok(&ws.a[layers - 1])
 }
 
 /// Inference forward pass of the nets `nets` of `p`, which share the input
@@ -101,7 +111,7 @@ fn forward_wide(
     shared: usize,
     ws: &mut WideWs,
     outs: &mut Vec<Vec<f32>>,
-) {
+) -> Shaped<()> {
     let rows = x.nrows();
     let n = nets.len();
     let (d0, h) = (p.dims[0], p.dims[1]);
@@ -123,7 +133,7 @@ fn forward_wide(
         ws.row.extend_from_slice(p.b_net(0, net));
     }
     if shared > 0 && rows > 0 {
-        let wv = view(&ws.wcat, d0, width);
+        let wv = view(&ws.wcat, d0, width)?;
         let x0 = x.row(0);
         for c in 0..shared {
             let xc = x0[c];
@@ -133,8 +143,8 @@ fn forward_wide(
         }
     }
     {
-        let wv = view(&ws.wcat, d0, width);
-        let mut zv = view_mut(&mut ws.z, rows, width);
+        let wv = view(&ws.wcat, d0, width)?;
+        let mut zv = view_mut(&mut ws.z, rows, width)?;
         let xs = x.slice_axis(Axis(1), Slice::from(shared..));
         let ws_rows = wv.slice_axis(Axis(0), Slice::from(shared..));
         general_mat_mul(1.0, &xs, &ws_rows, 0.0, &mut zv);
@@ -150,7 +160,7 @@ fn forward_wide(
     }
     outs.resize_with(n, Vec::new);
     ws.nets.resize_with(1, NetWs::default);
-    let zv = view(&ws.z, rows, width);
+    let zv = view(&ws.z, rows, width)?;
     for (j, net) in nets.enumerate() {
         outs[j].clear();
         if last {
@@ -158,9 +168,10 @@ fn forward_wide(
             continue;
         }
         let a0 = zv.slice_axis(Axis(1), Slice::from(j * h..(j + 1) * h));
-        let out = forward_from(p, net, 1, a0, &mut ws.nets[0]);
+        let out = forward_from(p, net, 1, a0, &mut ws.nets[0])?;
         outs[j].extend_from_slice(out);
     }
+    Ok(())
 }
 
 /// Buffers of [`forward_wide`].
@@ -184,7 +195,7 @@ pub fn backward_net(
     g: &mut StackParams,
     gn: usize,
     dx: &mut ArrayViewMut2<'_, f32>,
-) {
+) -> Shaped<()> {
     let rows = x.nrows();
     let layers = p.layers();
     let mut dz = std::mem::take(&mut ws.dz);
@@ -193,16 +204,16 @@ pub fn backward_net(
     dz.extend_from_slice(dout);
     for l in (0..layers).rev() {
         let (din, dout_w) = (p.dims[l], p.dims[l + 1]);
-        let dzv = view(&dz, rows, dout_w);
+        let dzv = view(&dz, rows, dout_w)?;
         let size = din * dout_w;
         // dW = A_prev^T dZ; db = column sums of dZ.
         {
             let gw = &mut g.w[l][gn * size..(gn + 1) * size];
-            let mut gwv = view_mut(gw, din, dout_w);
+            let mut gwv = view_mut(gw, din, dout_w)?;
             if l == 0 {
                 general_mat_mul(1.0, &x.t(), &dzv, 0.0, &mut gwv);
             } else {
-                let prev = view(&ws.a[l - 1], rows, din);
+                let prev = view(&ws.a[l - 1], rows, din)?;
                 general_mat_mul(1.0, &prev.t(), &dzv, 0.0, &mut gwv);
             }
             let gb = &mut g.b[l][gn * dout_w..(gn + 1) * dout_w];
@@ -213,14 +224,14 @@ pub fn backward_net(
                 }
             }
         }
-        let w = view(p.w_net(l, n), din, dout_w);
+        let w = view(p.w_net(l, n), din, dout_w)?;
         if l == 0 {
             general_mat_mul(1.0, &dzv, &w.t(), 1.0, dx);
         } else {
             da.clear();
             da.resize(rows * din, 0.0);
             {
-                let mut dav = view_mut(&mut da, rows, din);
+                let mut dav = view_mut(&mut da, rows, din)?;
                 general_mat_mul(1.0, &dzv, &w.t(), 0.0, &mut dav);
             }
             // ReLU: pass the gradient where the pre-activation was positive.
@@ -235,6 +246,7 @@ pub fn backward_net(
     }
     ws.dz = dz;
     ws.da = da;
+    Ok(())
 }
 
 /// Per-thread buffers, reused across steps.
@@ -278,15 +290,12 @@ impl FusedEngine {
         model: &Model,
         data: &BatchData<'_>,
         grads: bool,
-    ) -> (StepStats, Option<Grads>) {
+    ) -> Result<(StepStats, Option<Grads>), String> {
         let towers = model.labels.len();
         let groups = self.threads.min(towers).max(1);
         self.groups.resize_with(groups, GroupWs::default);
-        // Contiguous tower ranges per group.
-        let ranges: Vec<std::ops::Range<usize>> = (0..groups)
-            .map(|g| (g * towers / groups)..((g + 1) * towers / groups))
-            .collect();
-        let results: Vec<GroupResult> = if groups == 1 {
+        let ranges = tower_ranges(towers, groups);
+        let results: Vec<Shaped<GroupResult>> = if groups == 1 {
             vec![run_group(
                 model,
                 data,
@@ -312,6 +321,10 @@ impl FusedEngine {
                     .collect()
             })
         };
+        let results = results
+            .into_iter()
+            .collect::<Shaped<Vec<GroupResult>>>()
+            .map_err(|e| format!("fused engine: {e}"))?;
         let mut stats = StepStats {
             reward_loss: vec![0.0; towers],
             critic_loss: vec![0.0; towers],
@@ -333,7 +346,7 @@ impl FusedEngine {
         }
         stats.loss = total;
         if !grads {
-            return (stats, None);
+            return Ok((stats, None));
         }
         // Gather the groups' gradients into whole-stack buffers and sum dL/dH.
         let mut g = Grads {
@@ -362,18 +375,16 @@ impl FusedEngine {
                 *acc += *v;
             }
         }
-        (stats, Some(g))
+        Ok((stats, Some(g)))
     }
 
     /// Online `(T, 2, B)` Q values, tower-major: `q[(t * 2 + k) * B + i]`,
     /// with the towers split over the engine's threads.
-    pub fn q_values(&mut self, model: &Model, x: &[f32], b: usize) -> Vec<f32> {
+    pub fn q_values(&mut self, model: &Model, x: &[f32], b: usize) -> Result<Vec<f32>, String> {
         let towers = model.labels.len();
         let groups = self.threads.min(towers).max(1);
         self.groups.resize_with(groups, GroupWs::default);
-        let ranges: Vec<std::ops::Range<usize>> = (0..groups)
-            .map(|g| (g * towers / groups)..((g + 1) * towers / groups))
-            .collect();
+        let ranges = tower_ranges(towers, groups);
         let mut q = vec![0.0f32; towers * 2 * b];
         // Each group writes the contiguous block of its towers.
         let mut blocks: Vec<&mut [f32]> = Vec::with_capacity(groups);
@@ -383,7 +394,7 @@ impl FusedEngine {
             blocks.push(head);
             rest = tail;
         }
-        if groups == 1 {
+        let done: Shaped<()> = if groups == 1 {
             q_group(
                 model,
                 x,
@@ -391,20 +402,24 @@ impl FusedEngine {
                 ranges[0].clone(),
                 &mut self.groups[0],
                 blocks.remove(0),
-            );
+            )
         } else {
             std::thread::scope(|s| {
-                for ((ws, r), block) in self
+                let handles: Vec<_> = self
                     .groups
                     .iter_mut()
                     .zip(ranges.iter().cloned())
                     .zip(blocks)
-                {
-                    s.spawn(move || q_group(model, x, b, r, ws, block));
-                }
-            });
-        }
-        q
+                    .map(|((ws, r), block)| s.spawn(move || q_group(model, x, b, r, ws, block)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                    .collect()
+            })
+        };
+        done.map_err(|e| format!("fused engine: {e}"))?;
+        Ok(q)
     }
 }
 
@@ -415,9 +430,9 @@ fn q_group(
     range: std::ops::Range<usize>,
     ws: &mut GroupWs,
     out: &mut [f32],
-) {
+) -> Shaped<()> {
     let d = model.emb.input_dim();
-    let xv = view(x, b, d);
+    let xv = view(x, b, d)?;
     let per = model.per_tower;
     let gamma = model.cfg.gamma as f32;
     let sup = model.cfg.supervised_head;
@@ -436,7 +451,7 @@ fn q_group(
         shared,
         &mut ws.wide,
         &mut ws.outs,
-    );
+    )?;
     let off = usize::from(sup);
     for t in range {
         let local = t - first;
@@ -449,6 +464,7 @@ fn q_group(
             }
         }
     }
+    Ok(())
 }
 
 /// Forward, loss and backward of the towers in `range` (and of the
@@ -460,15 +476,15 @@ fn run_group(
     assist: bool,
     grads: bool,
     ws: &mut GroupWs,
-) -> GroupResult {
+) -> Shaped<GroupResult> {
     let (b, d, j) = (data.b, data.d, data.j);
     let cfg = &model.cfg;
     let gamma = cfg.gamma as f32;
     let delta = cfg.huber_delta as f32;
     let per = model.per_tower;
     let sup = cfg.supervised_head;
-    let x = view(data.x, b, d);
-    let xn = view(data.xn, b * j, d);
+    let x = view(data.x, b, d)?;
+    let xn = view(data.xn, b * j, d)?;
     let p = &model.towers;
     let local_nets = (range.end - range.start) * per;
     ws.nets.resize_with(local_nets, NetWs::default);
@@ -500,7 +516,7 @@ fn run_group(
         let l0 = (t - range.start) * per;
         // Target: y = r + gamma * max_j min_k Q'_k(H_{t+1, j}).
         for k in 0..per {
-            let out = forward_net(&model.target, n0 + k, xn, &mut ws.target);
+            let out = forward_net(&model.target, n0 + k, xn, &mut ws.target)?;
             ws.target_out[k].clear();
             ws.target_out[k].extend_from_slice(out);
         }
@@ -523,7 +539,7 @@ fn run_group(
         }
         // Online nets.
         for k in 0..per {
-            let out = forward_net(p, n0 + k, x, &mut ws.nets[l0 + k]);
+            let out = forward_net(p, n0 + k, x, &mut ws.nets[l0 + k])?;
             ws.outs[l0 + k].clear();
             ws.outs[l0 + k].extend_from_slice(out);
         }
@@ -559,9 +575,9 @@ fn run_group(
             }
         }
         stats.push((t, rl * inv_b, cl * inv_b, td * inv_b * 0.5));
-        if grads {
-            let g = ws.grads.as_mut().expect("allocated above");
-            let mut dxv = view_mut(&mut ws.dx, b, d);
+        // `grads` implies the buffers were allocated above.
+        if let (true, Some(g)) = (grads, ws.grads.as_mut()) {
+            let mut dxv = view_mut(&mut ws.dx, b, d)?;
             for k in 0..per {
                 let dout = std::mem::take(&mut ws.douts[l0 + k]);
                 backward_net(
@@ -573,7 +589,7 @@ fn run_group(
                     g,
                     l0 + k,
                     &mut dxv,
-                );
+                )?;
                 ws.douts[l0 + k] = dout;
             }
         }
@@ -583,7 +599,7 @@ fn run_group(
         if let Some(ap) = &model.assist {
             let e2 = 2 * cfg.embedding_dim;
             let xa = x.slice_axis(Axis(1), Slice::from(..e2));
-            let logits = forward_net(ap, 0, xa, &mut ws.assist).to_vec();
+            let logits = forward_net(ap, 0, xa, &mut ws.assist)?.to_vec();
             let inv_b = 1.0 / b as f32;
             let mut loss = 0.0;
             let mut dl = Vec::with_capacity(b);
@@ -594,11 +610,11 @@ fn run_group(
             assist_loss = Some(loss * inv_b);
             if grads {
                 let g = ws.assist_grads.get_or_insert_with(|| ap.zeros_like());
-                let mut dxv = view_mut(&mut ws.dx, b, d);
+                let mut dxv = view_mut(&mut ws.dx, b, d)?;
                 let mut dxa = dxv.slice_axis_mut(Axis(1), Slice::from(..e2));
-                backward_net(ap, 0, xa, &mut ws.assist, &dl, g, 0, &mut dxa);
+                backward_net(ap, 0, xa, &mut ws.assist, &dl, g, 0, &mut dxa)?;
             }
         }
     }
-    GroupResult { stats, assist_loss }
+    Ok(GroupResult { stats, assist_loss })
 }

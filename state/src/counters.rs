@@ -273,18 +273,21 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
     use proptest::prelude::*;
 
     #[test]
-    fn key_order_is_user_then_author() {
+    fn key_order_is_user_then_author() -> TestResult {
         let a = PairKey::new(1, u64::MAX).encode();
         let b = PairKey::new(2, 0).encode();
         assert!(a < b);
-        assert_eq!(PairKey::decode(&a).unwrap(), PairKey::new(1, u64::MAX));
+        assert_eq!(PairKey::decode(&a)?, PairKey::new(1, u64::MAX));
+        Ok(())
     }
 
     #[test]
-    fn typical_value_is_small() {
+    fn typical_value_is_small() -> TestResult {
         let mut c = PairCounters::default();
         c.apply(
             1_700_000_000_000,
@@ -298,11 +301,12 @@ mod tests {
         c.apply(1_700_000_600_000, &Rewards::default());
         let bytes = c.to_bytes();
         assert!(bytes.len() <= 20, "{} bytes", bytes.len());
-        assert_eq!(PairCounters::decode(&bytes).unwrap(), c);
+        assert_eq!(PairCounters::decode(&bytes)?, c);
+        Ok(())
     }
 
     #[test]
-    fn truncated_value_is_an_error_not_a_panic() {
+    fn truncated_value_is_an_error_not_a_panic() -> TestResult {
         let mut c = PairCounters::default();
         c.apply(
             5,
@@ -320,6 +324,7 @@ mod tests {
                 "prefix of {n} bytes decoded"
             );
         }
+        Ok(())
     }
 
     proptest! {
@@ -334,7 +339,7 @@ mod tests {
                 watch_sec_total: w, gift_total: g,
                 first_ts_ms: first, last_ts_ms: first.saturating_add(span),
             };
-            let d = PairCounters::decode(&c.to_bytes()).unwrap();
+            let d = PairCounters::decode(&c.to_bytes()).map_err(|e| TestCaseError::fail(e.to_string()))?;
             prop_assert_eq!(d.counts, c.counts);
             prop_assert_eq!(d.watch_sec_total.to_bits(), w.to_bits());
             prop_assert_eq!(d.gift_total.to_bits(), g.to_bits());

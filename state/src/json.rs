@@ -103,10 +103,12 @@ pub fn write_pair_csv(out: &mut Vec<u8>, k: &PairKey, c: &PairCounters) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
     use crate::Rewards;
 
     #[test]
-    fn pair_line_matches_the_contract_example() {
+    fn pair_line_matches_the_contract_example() -> TestResult {
         let mut c = PairCounters::default();
         c.apply(
             1699990000000,
@@ -140,18 +142,19 @@ mod tests {
         let mut out = Vec::new();
         write_pair_jsonl(&mut out, &PairKey::new(1, 3), &c);
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out)?,
             "{\"user_id\":1,\"author_id\":3,\"exposures\":5,\"clicks\":3,\"watches\":3,\"follows\":0,\"gifts\":0,\
              \"watch_sec_total\":40.5,\"gift_total\":0,\"first_ts_ms\":1699990000000,\"last_ts_ms\":1700000000000}\n"
         );
+        Ok(())
     }
 
     #[test]
-    fn numbers_round_trip_through_a_json_parser() {
+    fn numbers_round_trip_through_a_json_parser() -> TestResult {
         for v in [0.0, 1.0, 12.5, 0.1 + 0.2, 1e-7, 123456789.125, 5e20] {
             let mut out = Vec::new();
             write_f64(&mut out, v);
-            let back: f64 = serde_json::from_slice(&out).unwrap();
+            let back: f64 = serde_json::from_slice(&out)?;
             assert_eq!(
                 back.to_bits(),
                 v.to_bits(),
@@ -159,5 +162,6 @@ mod tests {
                 String::from_utf8_lossy(&out)
             );
         }
+        Ok(())
     }
 }

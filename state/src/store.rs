@@ -293,6 +293,8 @@ fn options(opts: &StoreOptions) -> Result<(Options, Vec<ColumnFamilyDescriptor>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
     use crate::Rewards;
 
     fn counters(n: u64) -> PairCounters {
@@ -312,9 +314,9 @@ mod tests {
     }
 
     #[test]
-    fn commit_then_read_back_and_scan_a_user_prefix() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    fn commit_then_read_back_and_scan_a_user_prefix() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path(), &StoreOptions::default())?;
         let keys = [
             PairKey::new(2, 9),
             PairKey::new(1, 5),
@@ -326,39 +328,36 @@ mod tests {
             commit.pairs.push((*k, counters(i as u64 + 1).to_bytes()));
         }
         commit.meta_puts.push((b"job/x".to_vec(), b"1".to_vec()));
-        store.commit(commit).unwrap();
+        store.commit(commit)?;
 
-        let got = store
-            .get_pairs(&[PairKey::new(2, 1), PairKey::new(7, 7)])
-            .unwrap();
+        let got = store.get_pairs(&[PairKey::new(2, 1), PairKey::new(7, 7)])?;
         assert_eq!(got[0], Some(counters(3)));
         assert_eq!(got[1], None);
 
         let user2: Vec<_> = store
-            .scan_pairs(Some(2))
-            .unwrap()
-            .map(|r| r.unwrap().0)
-            .collect();
+            .scan_pairs(Some(2))?
+            .map(|r| r.map(|(k, _)| k))
+            .collect::<Result<_, _>>()?;
         assert_eq!(user2, vec![PairKey::new(2, 1), PairKey::new(2, 9)]);
         let all: Vec<_> = store
-            .scan_pairs(None)
-            .unwrap()
-            .map(|r| r.unwrap().0)
-            .collect();
+            .scan_pairs(None)?
+            .map(|r| r.map(|(k, _)| k))
+            .collect::<Result<_, _>>()?;
         let mut sorted = keys.to_vec();
         sorted.sort();
         assert_eq!(all, sorted);
 
         let mut del = Commit::default();
         del.meta_delete_prefixes.push(b"job/".to_vec());
-        store.commit(del).unwrap();
-        assert_eq!(store.get_meta(b"job/x").unwrap(), None);
+        store.commit(del)?;
+        assert_eq!(store.get_meta(b"job/x")?, None);
+        Ok(())
     }
 
     #[test]
-    fn scan_of_the_last_user_id_stops_at_the_end() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path(), &StoreOptions::default()).unwrap();
+    fn scan_of_the_last_user_id_stops_at_the_end() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let store = Store::open(dir.path(), &StoreOptions::default())?;
         let mut commit = Commit::default();
         commit
             .pairs
@@ -366,17 +365,19 @@ mod tests {
         commit
             .pairs
             .push((PairKey::new(u64::MAX - 1, 1), counters(1).to_bytes()));
-        store.commit(commit).unwrap();
-        let n = store.scan_pairs(Some(u64::MAX)).unwrap().count();
+        store.commit(commit)?;
+        let n = store.scan_pairs(Some(u64::MAX))?.count();
         assert_eq!(n, 1);
+        Ok(())
     }
 
     #[test]
-    fn opening_a_missing_directory_read_only_names_it() {
-        let dir = tempfile::tempdir().unwrap();
+    fn opening_a_missing_directory_read_only_names_it() -> TestResult {
+        let dir = tempfile::tempdir()?;
         let err = Store::open_read_only(&dir.path().join("nope"))
             .err()
-            .unwrap();
+            .ok_or("opening a missing directory succeeded")?;
         assert!(err.to_string().contains("nope"), "{err}");
+        Ok(())
     }
 }
