@@ -11,7 +11,7 @@ use rliv_learner::checkpoint;
 use rliv_learner::embed::PairInput;
 use rliv_learner::engine::Engine;
 use rliv_learner::Learner;
-use rliv_state::StateCounts;
+use rliv_state::PairSnapshot;
 
 use crate::config::Config;
 use crate::gen::Rng;
@@ -135,11 +135,14 @@ pub fn run(
             item_id: 1000 * (1 + i as u64),
             user_feats: &uf,
             item_feats: &feats[i],
-            counts: StateCounts {
+            state: PairSnapshot {
                 exposures: i as u64,
                 clicks: i as u64 / 2,
-                ..StateCounts::default()
+                watch_sec_total: 7.5 * i as f64,
+                last_ts_ms: 1_700_000_000_000,
+                ..PairSnapshot::default()
             },
+            ts_ms: 1_700_000_600_000,
         })
         .collect();
     println!("bench serve: {candidates} candidates per request, {cores} cores");

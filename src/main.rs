@@ -101,6 +101,7 @@ enum Cmd {
         limit: Option<u64>,
     },
     /// Serve POST /rank over the pair state and the newest checkpoint (hot reload).
+    /// SIGTERM or SIGINT stops it: the requests in flight are answered, then it exits 0.
     Serve {
         /// Pair-state directory (read as a RocksDB secondary; a replay may be writing it).
         #[arg(long)]
@@ -260,11 +261,14 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rliv: error: {e:#}");
+            // Bad input or usage (exit 2): a missing or refused input, a bad
+            // configuration (file, RLIV__* variable or value), a bad argument.
             let bad_input = e.chain().any(|c| {
                 matches!(
                     c.downcast_ref::<JobError>(),
                     Some(JobError::Input(_) | JobError::Resume(_) | JobError::Config(_))
                 ) || c.downcast_ref::<rliv::train::UsageError>().is_some()
+                    || c.downcast_ref::<rliv::config::ConfigError>().is_some()
             });
             ExitCode::from(if bad_input { 2 } else { 1 })
         }
@@ -299,7 +303,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Replay(args) => replay(&cfg, args, None),
         Cmd::Run(args) => {
-            let (run, _progress) = rliv::run::kafka_run(&cfg.kafka, args.until_end);
+            let (run, _progress) = rliv::run::kafka_run(&cfg.kafka, args.until_end)?;
             let checkpoints = args
                 .checkpoints
                 .clone()
@@ -378,8 +382,11 @@ fn run(cli: Cli) -> Result<()> {
             addr,
         } => {
             let addr = addr.unwrap_or_else(|| cfg.serve.addr.clone());
+            // Before the server starts: a signal from then on drains it.
+            let stop = rliv::signal::install("serve: draining the requests in flight")
+                .context("installing the SIGTERM/SIGINT handlers")?;
             let server = start_server(&cfg, addr, &state, &checkpoints, None)?;
-            server.wait_for_signal();
+            server.run_until(&stop);
             Ok(())
         }
         Cmd::Dump {
@@ -418,10 +425,10 @@ fn start_server(
         addr,
         ..cfg.serve.clone()
     };
+    // The address may come from a flag (--addr, --serve): a bad one is a usage error.
+    scfg.validate().map_err(rliv::train::UsageError)?;
     let server = rliv::serve::Server::start(scfg, state, checkpoints)?;
-    if let Ok(mut t) = server.state.training.write() {
-        *t = training;
-    }
+    server.state.set_training(training);
     eprintln!(
         "serve: listening on http://{} (POST /rank, GET /healthz, GET /metrics)",
         server.addr
@@ -475,12 +482,10 @@ fn replay(
                 ck,
                 learner.as_ref().map(|a| a.progress.clone()),
             )?;
-            if let Ok(mut j) = server.state.job.write() {
-                *j = Some(rliv::serve::JobFigures {
-                    progress: progress.clone(),
-                    kafka: req.kafka.as_ref().map(|k| k.progress.clone()),
-                });
-            }
+            server.state.set_job(Some(rliv::serve::JobFigures {
+                progress: progress.clone(),
+                kafka: req.kafka.as_ref().map(|k| k.progress.clone()),
+            }));
             Some(server)
         }
         _ => None,

@@ -2,7 +2,6 @@
 
 use std::io::BufRead;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,58 +13,26 @@ use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::Message;
 use rliv_dataflows::kafka::{KafkaConfig, KafkaProgress, QuietEof};
 
-/// Sets `stop` on Ctrl-C or SIGTERM (a clean stop at the next chunk boundary).
-pub fn stop_on_signal(stop: Arc<AtomicBool>) {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            #[cfg(unix)]
-            {
-                let mut term =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    {
-                        Ok(t) => t,
-                        Err(_) => {
-                            let _ = tokio::signal::ctrl_c().await;
-                            return;
-                        }
-                    };
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            #[cfg(not(unix))]
-            {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        });
-        eprintln!("rliv: stopping at the next chunk boundary (the state stays consistent)");
-        stop.store(true, Ordering::SeqCst);
-    });
-}
-
+/// The Kafka input of `rliv run`. SIGTERM and SIGINT stop it at the next
+/// chunk boundary, with a commit (see [`crate::signal`]).
 pub fn kafka_run(
     cfg: &KafkaConfig,
     until_end: bool,
-) -> (rliv_dataflows::job::KafkaRun, Arc<KafkaProgress>) {
+) -> Result<(rliv_dataflows::job::KafkaRun, Arc<KafkaProgress>)> {
     let progress = Arc::new(KafkaProgress::default());
-    let stop = Arc::new(AtomicBool::new(false));
-    stop_on_signal(stop.clone());
-    (
+    let stop = crate::signal::install(
+        "run: stopping at the next chunk boundary and committing (the state stays consistent)",
+    )
+    .context("installing the SIGTERM/SIGINT handlers")?;
+    Ok((
         rliv_dataflows::job::KafkaRun {
             cfg: cfg.clone(),
             until_end,
             progress: progress.clone(),
-            stop,
+            stop: stop.flag(),
         },
         progress,
-    )
+    ))
 }
 
 /// Creates the input and output topics with `partitions` partitions each

@@ -11,12 +11,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -24,7 +24,7 @@ use rliv_learner::checkpoint;
 use rliv_learner::embed::PairInput;
 use rliv_learner::engine::Engine;
 use rliv_learner::Model;
-use rliv_state::{PairKey, StateCounts, Store};
+use rliv_state::{PairKey, PairSnapshot, Store};
 use serde::{Deserialize, Serialize};
 
 /// Section `[serve]` of the configuration.
@@ -60,16 +60,51 @@ impl Default for ServeConfig {
 
 impl ServeConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if self.max_candidates == 0 || self.max_body_bytes == 0 {
-            return Err("serve.max_candidates and serve.max_body_bytes must be >= 1".into());
+        for (key, value) in [
+            ("max_candidates", self.max_candidates as u64),
+            ("max_body_bytes", self.max_body_bytes as u64),
+            ("reload_interval_ms", self.reload_interval_ms),
+            ("catch_up_interval_ms", self.catch_up_interval_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("serve.{key} must be >= 1, got 0"));
+            }
         }
-        if self.reload_interval_ms == 0 || self.catch_up_interval_ms == 0 {
-            return Err(
-                "serve.reload_interval_ms and serve.catch_up_interval_ms must be >= 1".into(),
-            );
+        let host_port = self
+            .addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !host_port {
+            return Err(format!(
+                "serve.addr must be HOST:PORT (e.g. \"127.0.0.1:8080\"), got {:?}",
+                self.addr
+            ));
         }
         Ok(())
     }
+}
+
+/// Bytes of an oversized `/rank` body read and thrown away before the 413 is
+/// sent, as a multiple of `max_body_bytes`. A client that writes its whole
+/// body before it reads (Python's urllib, for one) then receives the 413; had
+/// the service closed the connection with the body unread, the client would
+/// see a reset instead. A body declared longer than this is refused at once.
+pub const DISCARD_FACTOR: usize = 4;
+
+/// How long a stopping server waits for the requests in flight before it
+/// closes their connections.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Reads a lock whose holder may have panicked: the values behind the locks
+/// here are replaced whole (an `Option<Arc<..>>`), never left half-written,
+/// so a poisoned lock still holds a consistent value.
+fn read_lock<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// See [`read_lock`].
+fn write_lock<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Deserialize)]
@@ -79,6 +114,9 @@ struct RankRequest {
     user_feats: Option<Vec<u32>>,
     #[serde(default)]
     k: Option<u64>,
+    /// The request's event time (ms); the service's clock when absent.
+    #[serde(default)]
+    ts_ms: Option<i64>,
     candidates: Vec<Candidate>,
 }
 
@@ -175,14 +213,27 @@ impl AppState {
     }
 
     pub fn current(&self) -> Option<Arc<Served>> {
-        self.model.read().ok().and_then(|m| m.clone())
+        read_lock(&self.model).clone()
+    }
+
+    /// The pair state, once it is open.
+    pub fn pair_state(&self) -> Option<Arc<Store>> {
+        read_lock(&self.store).clone()
     }
 
     /// Installs `served` (tests and the reloader).
     pub fn install(&self, served: Served) {
-        if let Ok(mut m) = self.model.write() {
-            *m = Some(Arc::new(served));
-        }
+        *write_lock(&self.model) = Some(Arc::new(served));
+    }
+
+    /// Reports the learner training in this process on /metrics.
+    pub fn set_training(&self, training: Option<Arc<rliv_learner::trainer::TrainProgress>>) {
+        *write_lock(&self.training) = training;
+    }
+
+    /// Reports the job running in this process on /metrics.
+    pub fn set_job(&self, job: Option<JobFigures>) {
+        *write_lock(&self.job) = job;
     }
 
     /// Loads the newest usable checkpoint if it is not the one being served.
@@ -216,8 +267,8 @@ impl AppState {
         }
     }
 
-    fn counters(&self, user: u64, authors: &[u64]) -> Result<HashMap<u64, StateCounts>, String> {
-        let store = self.store.read().ok().and_then(|s| s.clone());
+    fn counters(&self, user: u64, authors: &[u64]) -> Result<HashMap<u64, PairSnapshot>, String> {
+        let store = self.pair_state();
         let mut out = HashMap::new();
         let Some(store) = store else {
             return Ok(out);
@@ -226,7 +277,7 @@ impl AppState {
         let found = store.get_pairs(&keys).map_err(|e| e.to_string())?;
         for (a, c) in authors.iter().zip(found) {
             if let Some(c) = c {
-                out.insert(*a, c.counts);
+                out.insert(*a, PairSnapshot::from(&c));
             }
         }
         Ok(out)
@@ -286,6 +337,13 @@ impl AppState {
             }
         };
         let user_feats = req.user_feats.as_deref().unwrap_or(&[]);
+        // Recency is computed at the request's event time (a replayed or
+        // simulated request sends it), else at the service's clock.
+        let ts_ms = req.ts_ms.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        });
         let inputs: Vec<PairInput<'_>> = req
             .candidates
             .iter()
@@ -295,7 +353,8 @@ impl AppState {
                 item_id: c.item_id,
                 user_feats,
                 item_feats: c.item_feats.as_deref().unwrap_or(&[]),
-                counts: counts.get(&c.author_id).copied().unwrap_or_default(),
+                state: counts.get(&c.author_id).copied().unwrap_or_default(),
+                ts_ms,
             })
             .collect();
         let t = Instant::now();
@@ -455,10 +514,12 @@ impl AppState {
             "Checkpoint directory scans that failed.",
             load(&m.reload_failures),
         );
-        if let Some(t) = self.training.read().ok().and_then(|t| t.clone()) {
+        let training = read_lock(&self.training).clone();
+        if let Some(t) = training {
             training_metrics(&mut out, &t);
         }
-        if let Some(j) = self.job.read().ok().and_then(|j| j.clone()) {
+        let job = read_lock(&self.job).clone();
+        if let Some(j) = job {
             job_metrics(&mut out, &j);
         }
         out
@@ -586,7 +647,10 @@ fn training_metrics(out: &mut String, t: &rliv_learner::trainer::TrainProgress) 
         "Checkpoints written.",
         load(&t.checkpoints),
     );
-    if let Some((towers, stats)) = t.last.lock().ok().and_then(|l| l.clone()) {
+    // The learner replaces `last` whole: a poisoned lock still holds a
+    // consistent value.
+    let last = t.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    if let Some((towers, stats)) = last {
         family(
             out,
             "rliv_learner_td_error",
@@ -606,32 +670,107 @@ fn training_metrics(out: &mut String, t: &rliv_learner::trainer::TrainProgress) 
     }
 }
 
-async fn rank(State(st): State<Arc<AppState>>, body: Body) -> Response {
-    let t = Instant::now();
-    let reply = match axum::body::to_bytes(body, st.cfg.max_body_bytes).await {
-        Ok(bytes) => {
-            let st2 = st.clone();
-            // Scoring is CPU work: keep it off the async workers.
-            match tokio::task::spawn_blocking(move || st2.rank(&bytes)).await {
-                Ok(r) => r,
-                Err(e) => error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    5,
-                    format!("scoring task: {e}"),
-                ),
+/// A request body, read up to a limit.
+enum BodyRead {
+    Complete(Vec<u8>),
+    /// Over the limit: read and thrown away up to the discard bound, or
+    /// further than that (the rest is unread).
+    TooLarge,
+    /// The client went away or broke the framing.
+    Failed(String),
+}
+
+/// Reads `body`, keeping at most `limit` bytes; past the limit it reads and
+/// discards up to `discard` bytes in all, so that the client has sent its
+/// body before it is answered (see [`DISCARD_FACTOR`]).
+async fn read_body(mut body: Body, limit: usize, discard: usize) -> BodyRead {
+    use axum::body::HttpBody;
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    loop {
+        let frame = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await;
+        match frame {
+            None => break,
+            Some(Err(e)) => return BodyRead::Failed(e.to_string()),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers
+                };
+                seen = seen.saturating_add(data.len());
+                if seen <= limit {
+                    kept.extend_from_slice(&data);
+                } else if seen > discard {
+                    return BodyRead::TooLarge;
+                } else if !kept.is_empty() {
+                    kept = Vec::new();
+                }
             }
         }
-        Err(_) => error(
+    }
+    if seen > limit {
+        BodyRead::TooLarge
+    } else {
+        BodyRead::Complete(kept)
+    }
+}
+
+async fn rank(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let t = Instant::now();
+    let limit = st.cfg.max_body_bytes;
+    let discard = limit.saturating_mul(DISCARD_FACTOR);
+    let too_large = |detail: String| {
+        error(
             StatusCode::PAYLOAD_TOO_LARGE,
             2,
-            format!(
-                "request body over {} bytes (serve.max_body_bytes)",
-                st.cfg.max_body_bytes
+            format!("request body {detail}over {limit} bytes (serve.max_body_bytes)"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    // Whether to close the connection after the answer (the body was not read
+    // to its end, or the client is gone).
+    let mut close = true;
+    let reply = match declared {
+        // Refused before reading: the client waits for "100 Continue" and has
+        // not sent the body, or the body is longer than is worth discarding.
+        Some(n) if n > limit as u64 && (expects_continue || n > discard as u64) => {
+            too_large(format!("of {n} bytes "))
+        }
+        _ => match read_body(body, limit, discard).await {
+            BodyRead::Complete(bytes) => {
+                close = false;
+                let st2 = st.clone();
+                // Scoring is CPU work: keep it off the async workers.
+                match tokio::task::spawn_blocking(move || st2.rank(&bytes)).await {
+                    Ok(r) => r,
+                    Err(e) => error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        5,
+                        format!("scoring task: {e}"),
+                    ),
+                }
+            }
+            BodyRead::TooLarge => too_large(String::new()),
+            BodyRead::Failed(e) => error(
+                StatusCode::BAD_REQUEST,
+                1,
+                format!("reading the request body: {e}"),
             ),
-        ),
+        },
     };
     st.record(&reply, t.elapsed());
-    (reply.status, axum::Json(reply.body)).into_response()
+    let mut response = (reply.status, axum::Json(reply.body)).into_response();
+    if close {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 async fn healthz(State(st): State<Arc<AppState>>) -> Response {
@@ -639,7 +778,7 @@ async fn healthz(State(st): State<Arc<AppState>>) -> Response {
     let body = serde_json::json!({
         "status": if served.is_some() { "ok" } else { "waiting_for_model" },
         "model_version": served.as_ref().map(|s| s.version),
-        "pair_state": st.store.read().map(|s| s.is_some()).unwrap_or(false),
+        "pair_state": st.pair_state().is_some(),
     });
     (StatusCode::OK, axum::Json(body)).into_response()
 }
@@ -702,19 +841,14 @@ pub fn spawn_background(st: &Arc<AppState>) -> Vec<std::thread::JoinHandle<()>> 
         ));
         let mut warned = false;
         while !s.stop.load(Ordering::Relaxed) {
-            let current = s.store.read().ok().and_then(|g| g.clone());
-            match current {
+            match s.pair_state() {
                 Some(store) => {
                     if let Err(e) = store.catch_up() {
                         tracing::warn!("serve: catching up with the pair state: {e}");
                     }
                 }
                 None => match Store::open_secondary(&s.state_dir, &secondary) {
-                    Ok(store) => {
-                        if let Ok(mut g) = s.store.write() {
-                            *g = Some(Arc::new(store));
-                        }
-                    }
+                    Ok(store) => *write_lock(&s.store) = Some(Arc::new(store)),
                     Err(e) => {
                         if !warned {
                             eprintln!("serve: pair state not readable yet ({e}); unknown pairs score with zero counters");
@@ -734,7 +868,7 @@ pub fn spawn_background(st: &Arc<AppState>) -> Vec<std::thread::JoinHandle<()>> 
 pub struct Server {
     pub addr: std::net::SocketAddr,
     pub state: Arc<AppState>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
     background: Vec<std::thread::JoinHandle<()>>,
 }
@@ -751,7 +885,7 @@ impl Server {
             .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.addr))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (tx, rx) = tokio::sync::watch::channel(false);
         let app = router(st.clone());
         let thread = std::thread::Builder::new()
             .name("rliv-serve".into())
@@ -775,16 +909,30 @@ impl Server {
                             return;
                         }
                     };
-                    let shutdown = async {
-                        let _ = rx.await;
+                    // Both futures end when a stop is asked for (or the
+                    // sender is gone): the server stops accepting and drains
+                    // its requests in flight, for at most DRAIN_TIMEOUT.
+                    let stopping = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+                        let _ = rx.wait_for(|stop| *stop).await;
                     };
-                    if let Err(e) = axum::serve(listener, app)
-                        .with_graceful_shutdown(shutdown)
-                        .await
-                    {
-                        eprintln!("serve: {e}");
+                    let graceful = std::future::IntoFuture::into_future(
+                        axum::serve(listener, app).with_graceful_shutdown(stopping(rx.clone())),
+                    );
+                    let deadline = async {
+                        stopping(rx).await;
+                        tokio::time::sleep(DRAIN_TIMEOUT).await;
+                    };
+                    tokio::select! {
+                        r = graceful => if let Err(e) = r {
+                            eprintln!("serve: {e}");
+                        },
+                        () = deadline => eprintln!(
+                            "serve: requests still in flight after {DRAIN_TIMEOUT:?}: closing their connections"
+                        ),
                     }
                 });
+                // Connections still open after the deadline are dropped here.
+                rt.shutdown_timeout(Duration::from_secs(1));
             })?;
         Ok(Server {
             addr,
@@ -795,10 +943,12 @@ impl Server {
         })
     }
 
+    /// Stops accepting, drains the requests in flight (for at most
+    /// [`DRAIN_TIMEOUT`]) and stops the background threads.
     pub fn stop(&mut self) {
         self.state.stop.store(true, Ordering::Relaxed);
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -808,23 +958,19 @@ impl Server {
         }
     }
 
-    /// Blocks until the process gets Ctrl-C / SIGTERM, then stops.
-    pub fn wait_for_signal(mut self) {
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let waiter = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(async {
-                    let _ = tokio::signal::ctrl_c().await;
-                });
-            }
-            let _ = tx.send(());
-        });
-        let _ = rx.recv();
-        let _ = waiter.join();
+    /// Serves until `stop` is requested (SIGTERM or SIGINT, see
+    /// [`crate::signal::install`]), then drains and stops.
+    pub fn run_until(mut self, stop: &crate::signal::Stop) {
+        let by = stop.wait();
         self.stop();
+        eprintln!("serve: stopped ({by})");
+    }
+
+    /// Blocks until the process gets SIGTERM or SIGINT, then drains and stops.
+    pub fn wait_for_signal(self) -> std::io::Result<()> {
+        let stop = crate::signal::install("serve: draining the requests in flight")?;
+        self.run_until(&stop);
+        Ok(())
     }
 }
 
@@ -843,14 +989,12 @@ mod tests {
         let t = rliv_learner::trainer::TrainProgress::default();
         t.updates.store(12, Ordering::Relaxed);
         t.buffer_len.store(300, Ordering::Relaxed);
-        if let Ok(mut l) = t.last.lock() {
-            let stats = rliv_learner::StepStats {
-                loss: 2.5,
-                td_error: vec![0.25, 1.5],
-                ..Default::default()
-            };
-            *l = Some((vec!["click", "watch"], stats));
-        }
+        let stats = rliv_learner::StepStats {
+            loss: 2.5,
+            td_error: vec![0.25, 1.5],
+            ..Default::default()
+        };
+        *t.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((vec!["click", "watch"], stats));
         let mut text = String::new();
         training_metrics(&mut text, &t);
         assert!(text.contains("rliv_learner_updates_total 12\n"), "{text}");

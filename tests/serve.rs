@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -246,6 +246,7 @@ fn responses_are_sorted_hold_min_k_n_items_and_equal_the_models_scores() {
     let keys: Vec<PairKey> = authors.iter().map(|a| PairKey::new(user, *a)).collect();
     let counts = store.get_pairs(&keys).expect("pairs");
     let uf = [2u32, 1, 0];
+    const REQUEST_TS: i64 = 1_700_900_000_000;
     let inputs: Vec<PairInput<'_>> = authors
         .iter()
         .zip(&feats)
@@ -256,15 +257,20 @@ fn responses_are_sorted_hold_min_k_n_items_and_equal_the_models_scores() {
             item_id: a * 1_000_000 + 2,
             user_feats: &uf,
             item_feats: f,
-            counts: c.map(|c| c.counts).unwrap_or_default(),
+            state: c
+                .map(|c| rliv_state::PairSnapshot::from(&c))
+                .unwrap_or_default(),
+            ts_ms: REQUEST_TS,
         })
         .collect();
     let mut engine = Engine::new("fused", "cpu", 1).expect("engine");
     let expected = model.score(&mut engine, &inputs).expect("score");
     let mut client = Client::new(server.addr);
     for k in [Some(1u64), Some(5), Some(20), Some(50), None] {
-        let mut body =
-            serde_json::json!({"user_id": user, "user_feats": uf, "candidates": candidates});
+        // The request's event time: recency is computed at it, not at the
+        // service's clock.
+        let mut body = serde_json::json!({"user_id": user, "user_feats": uf,
+            "ts_ms": REQUEST_TS, "candidates": candidates});
         if let Some(k) = k {
             body["k"] = k.into();
         }
@@ -498,4 +504,300 @@ fn random_and_mutated_bodies_get_400_or_413_never_5xx() {
     }
     let (status, _) = Client::new(server.addr).get("/healthz");
     assert_eq!(status, 200);
+}
+
+/// Writes `head` and `body` whole before reading anything (as urllib does),
+/// then reads the response to the end of the connection. Returns the status,
+/// the header lines (lowercased) and the body.
+fn write_all_then_read(addr: SocketAddr, head: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .expect("timeout");
+    stream.write_all(head.as_bytes()).expect("write the head");
+    stream.write_all(body).expect("write the whole body");
+    let mut response = Vec::new();
+    stream
+        .read_to_end(&mut response)
+        .expect("read the response to the end");
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete head");
+    let head = String::from_utf8_lossy(&response[..split]).to_ascii_lowercase();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (status, head, response[split + 4..].to_vec())
+}
+
+#[test]
+fn an_oversized_body_written_whole_before_reading_gets_the_413() {
+    let dir = tempfile::tempdir().expect("tmp");
+    // A limit whose 3x is more than loopback TCP buffers between the
+    // client and the service hold (4 MiB of send buffer at most here): had
+    // the service answered without reading, the client would still be
+    // writing when the connection is closed, and see a reset.
+    let server = Server::start(
+        ServeConfig {
+            addr: "127.0.0.1:0".into(),
+            max_body_bytes: 4 << 20,
+            ..ServeConfig::default()
+        },
+        &dir.path().join("state"),
+        &dir.path().join("ck"),
+    )
+    .expect("start");
+    let limit = server.state.cfg.max_body_bytes;
+    let rank_head = |extra: &str| format!("POST /rank HTTP/1.1\r\nHost: t\r\n{extra}\r\n");
+    let refused = |(status, head, body): (u16, String, Vec<u8>), what: &str| {
+        assert_eq!(status, 413, "{what}: {head}");
+        assert!(head.contains("connection: close"), "{what}: {head}");
+        let error = json(&body)["error"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        assert!(error.contains("serve.max_body_bytes"), "{what}: {error}");
+    };
+    // 3x the limit with a Content-Length, written whole before reading.
+    let body = vec![b'x'; 3 * limit];
+    refused(
+        write_all_then_read(
+            server.addr,
+            &rank_head(&format!("Content-Length: {}\r\n", body.len())),
+            &body,
+        ),
+        "3x the limit",
+    );
+    // The same without a declared length (chunked).
+    let mut chunked = Vec::new();
+    for chunk in body.chunks(64 * 1024) {
+        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunked.extend_from_slice(chunk);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    refused(
+        write_all_then_read(
+            server.addr,
+            &rank_head("Transfer-Encoding: chunked\r\n"),
+            &chunked,
+        ),
+        "chunked, 3x the limit",
+    );
+    // Declared far over what is worth discarding: answered before any body.
+    refused(
+        write_all_then_read(
+            server.addr,
+            &rank_head(&format!("Content-Length: {}\r\n", 100 * limit)),
+            b"",
+        ),
+        "declared 100x the limit",
+    );
+    // A client waiting for "100 Continue" gets the 413 instead.
+    refused(
+        write_all_then_read(
+            server.addr,
+            &rank_head(&format!(
+                "Content-Length: {}\r\nExpect: 100-continue\r\n",
+                2 * limit
+            )),
+            b"",
+        ),
+        "Expect: 100-continue",
+    );
+    // The service goes on answering (no model in this test: 503).
+    let (status, resp) = Client::new(server.addr).post(
+        "/rank",
+        br#"{"user_id":1,"candidates":[{"item_id":1,"author_id":1}]}"#,
+    );
+    assert_eq!(status, 503, "{}", String::from_utf8_lossy(&resp));
+    let (_, metrics) = Client::new(server.addr).get("/metrics");
+    let text = String::from_utf8_lossy(&metrics).to_string();
+    assert!(
+        text.contains("rliv_rank_errors_total{kind=\"body_too_large\"} 4"),
+        "{text}"
+    );
+}
+
+/// `rliv serve` as a child process, its stderr collected.
+struct ServeProcess {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<std::sync::Mutex<String>>,
+}
+
+impl ServeProcess {
+    fn start(t: &Trained) -> ServeProcess {
+        let s = |p: &Path| p.to_str().expect("utf-8").to_string();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rliv"))
+            .args([
+                "serve",
+                "--state",
+                &s(&t.state),
+                "--checkpoints",
+                &s(&t.checkpoints),
+                "--addr",
+                "127.0.0.1:0",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rliv serve");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(mut l) = log2.lock() {
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+                let _ = tx.send(line);
+            }
+        });
+        let addr = loop {
+            let line = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .expect("rliv serve did not say where it listens");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .and_then(|a| a.parse().ok())
+                    .expect("address");
+            }
+        };
+        let p = ServeProcess { child, addr, log };
+        // Ready: a model is loaded.
+        let t0 = std::time::Instant::now();
+        loop {
+            let (status, body) = Client::new(p.addr).get("/healthz");
+            if status == 200 && json(&body)["model_version"].as_u64().is_some() {
+                break;
+            }
+            assert!(t0.elapsed().as_secs() < 60, "no model loaded");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        p
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig}");
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+
+    /// Waits up to `secs` for the process to exit.
+    fn wait_exit(&mut self, secs: u64) -> std::process::ExitStatus {
+        let t0 = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                return status;
+            }
+            assert!(
+                t0.elapsed().as_secs() < secs,
+                "rliv serve still running {secs}s after the signal:\n{}",
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// A /rank request whose body is half sent: in flight in the service.
+    fn request_in_flight(&self, user: u64) -> (Client, Vec<u8>) {
+        let body = serde_json::json!({"user_id": user, "k": 2, "candidates":
+            (1..=10).map(|a| serde_json::json!({"item_id": a, "author_id": a})).collect::<Vec<_>>()})
+        .to_string()
+        .into_bytes();
+        let mut client = Client::new(self.addr);
+        let head = format!(
+            "POST /rank HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        client.stream.write_all(head.as_bytes()).expect("write");
+        let half = body.len() / 2;
+        client.stream.write_all(&body[..half]).expect("write");
+        // Let the service take the request in hand.
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        (client, body[half..].to_vec())
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn drains_and_exits_0_on(sig: &str, name: &str) {
+    let t = trained();
+    let mut serve = ServeProcess::start(t);
+    let user = best_pair(&t.state).0.user_id;
+    let (mut client, rest) = serve.request_in_flight(user);
+    serve.signal(sig);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    // Draining: still running, no longer accepting.
+    assert!(
+        serve.exited().is_none(),
+        "rliv serve exited with a request in flight:\n{}",
+        serve.log()
+    );
+    assert!(
+        TcpStream::connect(serve.addr).is_err(),
+        "new connections are still accepted after {name}"
+    );
+    client.stream.write_all(&rest).expect("write the rest");
+    let (status, resp) = client.read_response();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&resp));
+    assert_eq!(json(&resp)["items"].as_array().map(Vec::len), Some(2));
+    let status = serve.wait_exit(10);
+    let log = serve.log();
+    assert_eq!(status.code(), Some(0), "{log}");
+    assert!(
+        log.contains(name) && log.contains("serve: stopped"),
+        "{log}"
+    );
+}
+
+#[test]
+fn serve_drains_the_requests_in_flight_and_exits_0_on_sigterm() {
+    drains_and_exits_0_on("-TERM", "SIGTERM");
+}
+
+#[test]
+fn serve_drains_the_requests_in_flight_and_exits_0_on_sigint() {
+    drains_and_exits_0_on("-INT", "SIGINT");
+}
+
+#[test]
+fn a_second_signal_ends_a_drain_at_once() {
+    let t = trained();
+    let mut serve = ServeProcess::start(t);
+    let (_client, _rest) = serve.request_in_flight(1);
+    serve.signal("-TERM");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(serve.exited().is_none(), "{}", serve.log());
+    serve.signal("-TERM");
+    let status = serve.wait_exit(5);
+    let log = serve.log();
+    assert_eq!(status.code(), Some(143), "{log}");
+    assert!(log.contains("SIGTERM again: exiting now"), "{log}");
 }

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use rliv_state::{mix64, PairKey, Rewards, StateCounts};
+use rliv_state::{mix64, PairKey, PairSnapshot, Rewards};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Reason;
@@ -150,15 +150,17 @@ pub struct Transition {
     pub ts_ms: i64,
     pub user_feats: Feats,
     pub item_feats: Feats,
-    pub state: StateCounts,
+    /// `f_ua^t` and the pair's totals, read before this interaction.
+    pub state: PairSnapshot,
     pub reward: Rewards,
-    pub next_state: StateCounts,
+    /// After it (the paper's Eq. 4 for the counters).
+    pub next_state: PairSnapshot,
 }
 
 impl Transition {
     /// Appends the contract's JSON line (newline included).
     pub fn write_jsonl(&self, out: &mut Vec<u8>) {
-        use rliv_state::json::{write_f64, write_i64, write_state_counts, write_u64};
+        use rliv_state::json::{write_f64, write_i64, write_pair_snapshot, write_u64};
         out.extend_from_slice(b"{\"request_id\":");
         write_u64(out, self.request_id);
         out.extend_from_slice(b",\"user_id\":");
@@ -174,7 +176,7 @@ impl Transition {
         out.extend_from_slice(b",\"item_feats\":");
         write_u32s(out, &self.item_feats);
         out.extend_from_slice(b",\"state\":");
-        write_state_counts(out, &self.state);
+        write_pair_snapshot(out, &self.state);
         out.extend_from_slice(b",\"reward\":{\"click\":");
         write_f64(out, self.reward.click);
         out.extend_from_slice(b",\"watch\":");
@@ -184,7 +186,7 @@ impl Transition {
         out.extend_from_slice(b",\"gift\":");
         write_f64(out, self.reward.gift);
         out.extend_from_slice(b"},\"next_state\":");
-        write_state_counts(out, &self.next_state);
+        write_pair_snapshot(out, &self.next_state);
         out.extend_from_slice(b"}\n");
     }
 }

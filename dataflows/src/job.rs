@@ -381,7 +381,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         )?;
         r.progress = k.progress.clone();
         r.stop = k.stop.clone();
-        r.start_lag_monitor(&k.cfg);
+        r.start_lag_monitor(&k.cfg)?;
         cp.files = names.clone();
         file_names = names;
         kafka_reader = Some(r);
@@ -452,10 +452,12 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
     let worker_abort = abort.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
-        let reader = reader
-            .lock()
-            .ok()
-            .and_then(|mut r| if index == 0 { r.take() } else { None });
+        // Worker 0 takes the reader; a poisoned lock still holds it.
+        let reader = if index == 0 {
+            reader.lock().unwrap_or_else(|e| e.into_inner()).take()
+        } else {
+            None
+        };
         let tx = tx.clone();
         let abort = worker_abort.clone();
         let store = store.clone();
@@ -845,15 +847,18 @@ impl Committer {
         }
         self.cp.finished = mark.last;
         self.cp.commits += 1;
-        self.cp.open_exposures = acc
-            .snapshots
-            .iter()
-            .map(|(_, s)| {
-                decode_snapshot(s)
-                    .map(|(_, j)| j.open_exposures() as u64)
-                    .unwrap_or(0)
-            })
-            .sum();
+        // A snapshot that does not decode would be restored as an empty
+        // window on resume: fail the commit instead of counting it as zero.
+        let mut open = 0u64;
+        for (w, s) in &acc.snapshots {
+            let (_, j) = decode_snapshot(s).map_err(|e| {
+                JobError::Aborted(format!(
+                    "epoch {epoch}: worker {w}'s window snapshot does not decode: {e}"
+                ))
+            })?;
+            open += j.open_exposures() as u64;
+        }
+        self.cp.open_exposures = open;
         let sync = self.sync;
         if let Some(t) = self.transitions.as_mut() {
             t.flush(sync)?;

@@ -5,19 +5,29 @@
 //! offsets are written too, for monitoring only), buffers each partition, and
 //! hands out chunks of consecutive messages of one partition. The next chunk
 //! comes from the partition whose next message is earliest in event time, and
-//! only once every partition that is not at its end (and not idle for
-//! `idle_timeout_ms`) has something buffered: so a lagging partition holds
-//! the watermark back, a quiet one does not stall it, and for data already in
-//! the topics the chunk sequence, and so the result, does not depend on fetch
-//! timing.
+//! only once every partition has something buffered or is known to be at its
+//! end: so a lagging partition holds the watermark back, a quiet one does not
+//! stall it, and for data already in the topics the chunk sequence, and so the
+//! result, does not depend on fetch timing.
+//!
+//! "At its end" is a fact the broker states, never an inference from silence:
+//! a partition-EOF event, or a high watermark (fetched by the lag monitor)
+//! that the reader has already received up to. While the broker is down no
+//! such fact arrives, so a partition that has not been drained holds the
+//! watermark for as long as the outage lasts (a broker restart once made
+//! partitions look idle by wall clock, and the data they delivered afterwards
+//! was classified late). Any client error forgets what was known, so after a
+//! reconnect every partition has to be confirmed at its end again. In a live
+//! run a partition stops holding the watermark back once it has been at its
+//! end for `idle_timeout_ms`; with `--until-end`, as soon as it is at its end.
 //!
 //! [`KafkaSink`] produces transitions and dead letters with an idempotent
 //! producer; the committer flushes it before each state commit, so both
 //! topics are at-least-once across crashes (the pair state is exactly-once).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -44,8 +54,9 @@ pub struct KafkaConfig {
     pub transitions_topic: String,
     /// Topic for dead letters ("" = the dead-letter file only).
     pub dead_letter_topic: String,
-    /// A partition with nothing new for this long (and not at its end) stops
-    /// holding the watermark back.
+    /// A partition confirmed at its end by the broker, with nothing new for
+    /// this long, stops holding the watermark back (a live run; with
+    /// `--until-end` it stops at once). Silence alone never counts.
     pub idle_timeout_ms: u64,
     /// Timeout of broker requests at start (metadata) and of producer flushes.
     pub request_timeout_ms: u64,
@@ -147,10 +158,26 @@ struct Part {
     /// Next offset to hand out.
     next: i64,
     buf: VecDeque<(i64, Vec<u8>)>,
-    eof: bool,
+    /// Since when the broker has confirmed that nothing lies beyond what was
+    /// received; `None` once new data arrives or a client error is seen.
+    at_end: Option<Instant>,
+    /// When the last message arrived (a high watermark fetched before that
+    /// says nothing about the partition's end now).
     last_data: Instant,
     /// Newest event time handed out from this partition.
     max_ts: Option<i64>,
+}
+
+impl Part {
+    /// The offset after the last message received (buffered or handed out).
+    fn received(&self) -> i64 {
+        self.buf.back().map_or(self.next, |(o, _)| *o + 1)
+    }
+
+    /// Drained and confirmed at its end.
+    fn drained_at_end(&self) -> bool {
+        self.buf.is_empty() && self.at_end.is_some()
+    }
 }
 
 /// Live figures of the Kafka input.
@@ -159,7 +186,11 @@ pub struct KafkaProgress {
     /// Messages behind the partitions' ends, summed (from the last end seen).
     pub lag: AtomicU64,
     pub messages: AtomicU64,
+    /// Client and fetch errors (a broker down, a reset offset, ...).
     pub errors: AtomicU64,
+    /// Offsets that were never delivered (skipped by the broker: retention,
+    /// compaction or transaction markers), counted when the next one arrives.
+    pub skipped_offsets: AtomicU64,
 }
 
 /// The default client context, except that reaching a partition's end (which
@@ -169,6 +200,16 @@ pub struct KafkaProgress {
 #[derive(Default)]
 pub struct QuietEof {
     seen: std::sync::Mutex<HashMap<String, (Instant, u64)>>,
+    /// Errors reported so far (every one, deduplicated or not): the reader
+    /// forgets which partitions were at their end when this moves.
+    errors: AtomicU64,
+}
+
+impl QuietEof {
+    /// Errors reported so far.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Acquire)
+    }
 }
 
 impl ClientContext for QuietEof {
@@ -181,10 +222,10 @@ impl ClientContext for QuietEof {
         if eof {
             return;
         }
+        self.errors.fetch_add(1, Ordering::AcqRel);
         let msg = format!("{error}");
-        let Ok(mut seen) = self.seen.lock() else {
-            return;
-        };
+        // A panic while logging cannot leave the map inconsistent: use it.
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let entry = seen
             .entry(msg)
             .or_insert((Instant::now() - Duration::from_secs(60), 0));
@@ -216,10 +257,25 @@ pub struct KafkaReader {
     idle: Duration,
     until_end: bool,
     pub progress: Arc<KafkaProgress>,
-    shared_offsets: Arc<std::sync::Mutex<Vec<(String, i32, i64)>>>,
-    lag_stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Positions out to the lag monitor, high watermarks back.
+    shared: Arc<Mutex<Shared>>,
+    /// Client errors seen so far (summed over the consumers).
+    errors_seen: u64,
+    /// When the reader last forgot what it knew of the partitions' ends.
+    forgot_at: Instant,
+    lag_stop: Arc<AtomicBool>,
     /// Set to end the run at the next chunk boundary.
-    pub stop: Arc<std::sync::atomic::AtomicBool>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// What the reader and the lag monitor exchange, in the reader's partition
+/// order.
+#[derive(Default)]
+struct Shared {
+    /// (topic, partition, next offset to hand out).
+    positions: Vec<(String, i32, i64)>,
+    /// The latest high watermark fetched, and when the answer came.
+    ends: Vec<Option<(i64, Instant)>>,
 }
 
 impl KafkaReader {
@@ -253,6 +309,9 @@ impl KafkaReader {
                 .set("enable.auto.commit", "false")
                 .set("enable.auto.offset.store", "false")
                 .set("enable.partition.eof", "true")
+                // Only reached when the broker no longer has the stored
+                // offset: redelivery from the start is deduplicated by
+                // offset, a jump to the end would lose data.
                 .set("auto.offset.reset", "earliest")
                 .create_with_context(QuietEof::default())
                 .map_err(|e| kerr("creating the consumer", e))?;
@@ -286,7 +345,7 @@ impl KafkaReader {
                     file: names.len() as u32,
                     next: start.unwrap_or(0),
                     buf: VecDeque::new(),
-                    eof: false,
+                    at_end: None,
                     last_data: Instant::now(),
                     max_ts: partition_ts.get(&name).copied(),
                 });
@@ -297,23 +356,28 @@ impl KafkaReader {
                 .map_err(|e| kerr("assigning partitions", e))?;
             consumers.push(consumer);
         }
-        Ok((
-            KafkaReader {
-                consumers,
-                parts,
-                index,
-                next_epoch,
-                chunk_lines: chunk_lines.max(1),
-                max_line_bytes,
-                idle: Duration::from_millis(cfg.idle_timeout_ms),
-                until_end,
-                progress: Arc::default(),
-                shared_offsets: Arc::default(),
-                lag_stop: Arc::default(),
-                stop: Arc::default(),
-            },
-            names,
-        ))
+        let shared = Shared {
+            positions: Vec::new(),
+            ends: vec![None; parts.len()],
+        };
+        let reader = KafkaReader {
+            consumers,
+            parts,
+            index,
+            next_epoch,
+            chunk_lines: chunk_lines.max(1),
+            max_line_bytes,
+            idle: Duration::from_millis(cfg.idle_timeout_ms),
+            until_end,
+            progress: Arc::default(),
+            shared: Arc::new(Mutex::new(shared)),
+            errors_seen: 0,
+            forgot_at: Instant::now(),
+            lag_stop: Arc::default(),
+            stop: Arc::default(),
+        };
+        reader.publish_positions();
+        Ok((reader, names))
     }
 
     fn offsets(&self) -> BTreeMap<String, i64> {
@@ -323,7 +387,8 @@ impl KafkaReader {
             .collect()
     }
 
-    /// Fetches what the consumers have, without blocking.
+    /// Fetches what the consumers have, without blocking, and updates what
+    /// is known of each partition's end.
     fn poll(&mut self) {
         for si in 0..self.consumers.len() {
             for _ in 0..4 * self.chunk_lines {
@@ -337,9 +402,20 @@ impl KafkaReader {
                         };
                         let part = &mut self.parts[pi];
                         let offset = m.offset();
-                        let last = part.buf.back().map_or(part.next - 1, |(o, _)| *o);
-                        if offset <= last {
-                            continue; // a redelivery after a reconnect
+                        let expected = part.received();
+                        if offset < expected {
+                            continue; // a redelivery after a reconnect or a reset
+                        }
+                        if offset > expected {
+                            let skipped = (offset - expected) as u64;
+                            self.progress
+                                .skipped_offsets
+                                .fetch_add(skipped, Ordering::Relaxed);
+                            tracing::warn!(
+                                "kafka: {}/{}: offsets {expected}..{offset} were not delivered (retention, compaction or transaction markers)",
+                                part.topic,
+                                part.partition
+                            );
                         }
                         let mut payload = m.payload().unwrap_or(&[]).to_vec();
                         // Lines end at '\n': JSON allows raw newlines only as
@@ -350,40 +426,82 @@ impl KafkaReader {
                             }
                         }
                         part.buf.push_back((offset, payload));
-                        part.eof = false;
+                        part.at_end = None;
                         part.last_data = Instant::now();
                         self.progress.messages.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(KafkaError::PartitionEOF(p)) => {
+                        // Queued after every message before it: what was
+                        // received is all the partition had.
                         if let Some(&pi) = self.index.get(&(si, p)) {
-                            self.parts[pi].eof = true;
+                            let part = &mut self.parts[pi];
+                            part.at_end.get_or_insert_with(Instant::now);
                         }
                     }
                     Err(e) => {
-                        // Broker down, rebalancing...: librdkafka reconnects by itself.
+                        // A fetch error (the broker down, an offset reset):
+                        // librdkafka recovers by itself; forget the ends.
                         self.progress.errors.fetch_add(1, Ordering::Relaxed);
+                        self.forget_ends();
                         tracing::warn!("kafka: {e}");
                         break;
                     }
                 }
             }
         }
+        let errors: u64 = self.consumers.iter().map(|c| c.context().errors()).sum();
+        if errors != self.errors_seen {
+            // The client lost the broker, or a request failed: an end seen
+            // before may not be the end now.
+            self.progress
+                .errors
+                .fetch_add(errors.saturating_sub(self.errors_seen), Ordering::Relaxed);
+            self.errors_seen = errors;
+            self.forget_ends();
+        }
+        self.confirm_ends_from_watermarks();
+    }
+
+    fn forget_ends(&mut self) {
+        self.forgot_at = Instant::now();
+        for p in &mut self.parts {
+            p.at_end = None;
+        }
+    }
+
+    /// A partition whose high watermark, fetched after its last message
+    /// arrived and after the last error, is no more than what the reader
+    /// received, is at its end.
+    fn confirm_ends_from_watermarks(&mut self) {
+        let shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        for (part, end) in self.parts.iter_mut().zip(&shared.ends) {
+            let Some((high, when)) = *end else { continue };
+            if part.at_end.is_none()
+                && when > self.forgot_at
+                && when > part.last_data
+                && part.received() >= high
+            {
+                part.at_end = Some(Instant::now());
+            }
+        }
+    }
+
+    /// Whether a drained partition no longer holds the watermark back: at
+    /// its end, and (in a live run) for `idle_timeout_ms`.
+    fn finished_or_idle(&self, p: &Part) -> bool {
+        p.buf.is_empty()
+            && p.at_end
+                .is_some_and(|since| self.until_end || since.elapsed() >= self.idle)
     }
 
     /// The event-time progress of `source`: the slowest of its partitions
-    /// that may still deliver older events. A partition stops counting when
-    /// it has had nothing for `idle_timeout_ms`; with `until_end`, also when it
-    /// is at its end (the topics are not being written). A partition that has
-    /// delivered nothing yet holds the source at the start.
+    /// that may still deliver older events (see [`Self::finished_or_idle`]).
+    /// A partition that has delivered nothing yet holds the source at the
+    /// start.
     fn source_progress(&self, source: Source) -> i64 {
         let parts = || self.parts.iter().filter(|p| p.source == source);
         let live: Vec<i64> = parts()
-            .filter(|p| {
-                let drained = p.buf.is_empty();
-                let ended = self.until_end && p.eof && drained;
-                let idle = drained && p.last_data.elapsed() >= self.idle;
-                !(ended || idle)
-            })
+            .filter(|p| !self.finished_or_idle(p))
             .map(|p| p.max_ts.unwrap_or(i64::MIN))
             .collect();
         match live.iter().min() {
@@ -392,58 +510,72 @@ impl KafkaReader {
         }
     }
 
-    /// Starts measuring consumer lag into `self.progress` (call after setting it).
-    pub fn start_lag_monitor(&self, cfg: &KafkaConfig) {
-        if let Ok(mut o) = self.shared_offsets.lock() {
-            *o = self.current_offsets();
-        }
+    /// Starts measuring consumer lag into `self.progress` and fetching the
+    /// high watermarks that confirm a partition's end after an error (call
+    /// after setting `progress`). Without it a reader still learns ends from
+    /// partition-EOF events, but not again after a client error.
+    pub fn start_lag_monitor(&self, cfg: &KafkaConfig) -> Result<(), InputError> {
         spawn_lag_monitor(
             cfg,
-            self.shared_offsets.clone(),
+            self.shared.clone(),
             self.progress.clone(),
             self.lag_stop.clone(),
-        );
+        )
     }
 
-    fn current_offsets(&self) -> Vec<(String, i32, i64)> {
-        self.parts
-            .iter()
-            .map(|p| (p.topic.clone(), p.partition, p.next))
-            .collect()
+    fn publish_positions(&self) {
+        let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        shared.positions.clear();
+        shared.positions.extend(
+            self.parts
+                .iter()
+                .map(|p| (p.topic.clone(), p.partition, p.next)),
+        );
     }
 }
 
 /// Measures consumer lag on its own client and thread, so broker round trips
 /// never stall the reader: every second, each partition's end minus the
-/// reader's position.
+/// reader's position. The ends it fetches go back to the reader.
 fn spawn_lag_monitor(
     cfg: &KafkaConfig,
-    offsets: Arc<std::sync::Mutex<Vec<(String, i32, i64)>>>,
+    shared: Arc<Mutex<Shared>>,
     progress: Arc<KafkaProgress>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let client: Result<BaseConsumer<QuietEof>, _> = cfg
+    stop: Arc<AtomicBool>,
+) -> Result<(), InputError> {
+    let client: BaseConsumer<QuietEof> = cfg
         .client_with(&[])
         .set("group.id", format!("{}-lag", cfg.group_id))
-        .create_with_context(QuietEof::default());
-    let Ok(client) = client else { return };
-    let _ = std::thread::Builder::new()
+        .create_with_context(QuietEof::default())
+        .map_err(|e| kerr("creating the lag monitor's client", e))?;
+    std::thread::Builder::new()
         .name("rliv-kafka-lag".into())
         .spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let parts = offsets.lock().map(|o| o.clone()).unwrap_or_default();
+                let positions = shared
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .positions
+                    .clone();
                 let mut lag = 0i64;
-                for (topic, partition, next) in parts {
+                for (i, (topic, partition, next)) in positions.into_iter().enumerate() {
                     if let Ok((_, high)) =
                         client.fetch_watermarks(&topic, partition, Duration::from_secs(1))
                     {
+                        let answered = Instant::now();
                         lag += (high - next).max(0);
+                        let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+                        if let Some(end) = s.ends.get_mut(i) {
+                            *end = Some((high, answered));
+                        }
                     }
                 }
                 progress.lag.store(lag.max(0) as u64, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_secs(1));
+                std::thread::sleep(Duration::from_millis(500));
             }
-        });
+        })
+        .map(|_| ())
+        .map_err(|e| kerr("starting the lag monitor", e))
 }
 
 impl Drop for KafkaReader {
@@ -462,15 +594,13 @@ impl ChunkSource for KafkaReader {
             return Ok(Next::End);
         }
         self.poll();
-        if let Ok(mut o) = self.shared_offsets.lock() {
-            o.clone_from(&self.current_offsets());
-        }
-        // Wait for every partition that may still deliver (not at its end,
-        // not idle) before choosing: the choice must not depend on timing.
+        self.publish_positions();
+        // Wait for every partition that may still deliver (not known to be
+        // at its end) before choosing: the choice must not depend on timing.
         let waiting = self
             .parts
             .iter()
-            .any(|p| p.buf.is_empty() && !p.eof && p.last_data.elapsed() < self.idle);
+            .any(|p| p.buf.is_empty() && p.at_end.is_none());
         if waiting {
             return Ok(Next::Pending);
         }
@@ -485,16 +615,15 @@ impl ChunkSource for KafkaReader {
             })
             .min();
         let Some((_, pi)) = pick else {
-            if self.until_end && self.parts.iter().all(|p| p.eof) {
+            if self.until_end && self.parts.iter().all(Part::drained_at_end) {
                 return Ok(Next::End);
             }
             return Ok(Next::Pending);
         };
-        // A full chunk, or all there is (at its end, or idle): chunk
+        // A full chunk, or all there is (the partition at its end): chunk
         // boundaries must not depend on how much a fetch happened to bring.
         let part = &self.parts[pi];
-        let ready =
-            part.buf.len() >= self.chunk_lines || part.eof || part.last_data.elapsed() >= self.idle;
+        let ready = part.buf.len() >= self.chunk_lines || part.at_end.is_some();
         if !ready {
             return Ok(Next::Pending);
         }
@@ -575,7 +704,7 @@ impl ProducerContext for DeliveryCounter {
 pub struct KafkaSink {
     producer: BaseProducer<DeliveryCounter>,
     /// Commits the durable offsets to the consumer group (monitoring only).
-    group: Option<BaseConsumer<QuietEof>>,
+    group: BaseConsumer<QuietEof>,
     pub transitions_topic: Option<String>,
     pub dead_letter_topic: Option<String>,
     failed: Arc<AtomicU64>,
@@ -599,7 +728,7 @@ impl KafkaSink {
             .set("group.id", &cfg.group_id)
             .set("enable.auto.commit", "false")
             .create_with_context(QuietEof::default())
-            .ok();
+            .map_err(|e| kerr("creating the consumer-group client", e))?;
         Ok(KafkaSink {
             producer,
             group,
@@ -636,7 +765,7 @@ impl KafkaSink {
     /// state, to the consumer group, so lag tools see the job's position. A
     /// failure is logged, not fatal: the state holds the offsets that count.
     pub fn commit_offsets(&self, offsets: &BTreeMap<String, i64>) {
-        let Some(group) = &self.group else { return };
+        let group = &self.group;
         let mut tpl = TopicPartitionList::new();
         for (name, offset) in offsets {
             let Some((topic, partition)) = name.rsplit_once('/') else {

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use rliv_state::{FastMap, PairCounters, PairKey, StateError, Store};
+use rliv_state::{FastMap, PairCounters, PairKey, PairSnapshot, StateError, Store};
 
 use crate::event::{Interaction, Transition};
 use crate::metrics::{Counter, Counters};
@@ -110,7 +110,7 @@ impl<S: PairSource> PairShard<S> {
                     key.user_id, key.author_id
                 )));
             };
-            let state = entry.counters.counts;
+            let state = PairSnapshot::from(&entry.counters);
             entry.counters.apply(e.ts_ms, &it.rewards);
             if !entry.dirty {
                 entry.dirty = true;
@@ -127,7 +127,7 @@ impl<S: PairSource> PairShard<S> {
                 item_feats: e.item_feats,
                 state,
                 reward: it.rewards,
-                next_state: entry.counters.counts,
+                next_state: PairSnapshot::from(&entry.counters),
             });
         }
         self.hot_newest = self.hot_newest.max(epoch);

@@ -76,12 +76,19 @@ fn reference(exps: &[Exp], acts: &[Act]) -> (Vec<serde_json::Value>, Vec<serde_j
     labeled.sort_by_key(|(e, _)| (e.user, e.author, e.ts, e.req, e.item));
     let mut pairs: BTreeMap<(u64, u64), ([u64; 5], f64, f64, i64, i64)> = BTreeMap::new();
     let mut transitions = Vec::new();
-    let counts = |c: &[u64; 5]| serde_json::json!({"exposures": c[0], "clicks": c[1], "watches": c[2], "follows": c[3], "gifts": c[4]});
+    // A transition's state: the counters and the additive fields (totals,
+    // first and last closed exposure times; 0 before the pair's first).
+    let snapshot = |p: &([u64; 5], f64, f64, i64, i64)| {
+        let c = &p.0;
+        let (first, last) = if c[0] == 0 { (0, 0) } else { (p.3, p.4) };
+        serde_json::json!({"exposures": c[0], "clicks": c[1], "watches": c[2], "follows": c[3], "gifts": c[4],
+            "watch_sec_total": p.1, "gift_total": p.2, "first_ts_ms": first, "last_ts_ms": last})
+    };
     for (e, r) in labeled {
         let p = pairs
             .entry((e.user, e.author))
             .or_insert(([0; 5], 0.0, 0.0, e.ts, e.ts));
-        let before = p.0;
+        let before = snapshot(p);
         p.0[0] += 1;
         for i in 0..4 {
             if r[i] > 0.0 {
@@ -94,9 +101,9 @@ fn reference(exps: &[Exp], acts: &[Act]) -> (Vec<serde_json::Value>, Vec<serde_j
         transitions.push(serde_json::json!({
             "request_id": e.req, "user_id": e.user, "author_id": e.author, "item_id": e.item, "ts_ms": e.ts,
             "user_feats": e.feats, "item_feats": [],
-            "state": counts(&before),
+            "state": before,
             "reward": {"click": r[0], "watch": r[1], "follow": r[2], "gift": r[3]},
-            "next_state": counts(&p.0),
+            "next_state": snapshot(p),
         }));
     }
     let dump = pairs

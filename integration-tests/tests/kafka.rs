@@ -8,6 +8,7 @@ mod common;
 
 use common::{rliv_bin, s};
 use rliv::tansu::Broker;
+use rliv_dataflows::metrics::Counter;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -217,54 +218,268 @@ fn partitions_and_workers_do_not_change_the_dump() {
     );
 }
 
-#[test]
-fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
+/// The job's counters over every run on `state`, by name (from `rliv status`).
+fn counters(env: &Env, state: &Path) -> Vec<(String, u64)> {
+    let out = env.ok(&["status", "--state", s(state)]);
+    let cp: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status is JSON");
+    let values = cp["counters"].as_array().expect("counters array");
+    Counter::ALL
+        .iter()
+        .zip(values)
+        .map(|(c, v)| (c.name().to_string(), v.as_u64().expect("u64 counter")))
+        .collect()
+}
+
+/// The same counters, or a report naming the ones that differ (late and
+/// orphan actions, late exposures, ... are among them).
+fn assert_same_counters(got: &[(String, u64)], want: &[(String, u64)], what: &str) {
+    let differing: Vec<String> = got
+        .iter()
+        .zip(want)
+        .filter(|(g, w)| g != w)
+        .map(|((name, g), (_, w))| format!("{name}: got {g}, want {w}"))
+        .collect();
+    assert!(
+        differing.is_empty() && got.len() == want.len(),
+        "{what}: counters differ: {}",
+        differing.join(", ")
+    );
+    let get = |name: &str| want.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
+    assert!(
+        get("closed_exposures").unwrap_or(0) > 0,
+        "{what}: nothing was closed: the test did not test anything"
+    );
+}
+
+/// A running `rliv run`, its stderr read on a thread (so librdkafka's
+/// warnings while the broker is down can never fill the pipe and stall it).
+struct Running {
+    child: std::process::Child,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Running {
+    fn start(env: &Env, args: &[&str]) -> Running {
+        let mut child = env
+            .cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn rliv");
+        let mut pipe = child.stderr.take().expect("stderr");
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+            text
+        });
+        Running {
+            child,
+            stderr: Some(stderr),
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        self.child.try_wait().expect("wait").is_none()
+    }
+
+    /// Waits (at most `limit`) and fails with its stderr unless it succeeded.
+    fn finish(mut self, limit: Duration, what: &str) {
+        let t = Instant::now();
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("wait") {
+                break st;
+            }
+            if t.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("{what}: the run did not finish within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let err = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        assert!(status.success(), "{what}: the run failed ({status}): {err}");
+    }
+}
+
+/// The next offsets the state has committed, summed over partitions (0
+/// before the first commit).
+fn committed_offsets(env: &Env, state: &Path) -> i64 {
+    if !state.exists() {
+        return 0;
+    }
+    let out = env.run(&["status", "--state", s(state)]);
+    serde_json::from_slice::<serde_json::Value>(&out.stdout)
+        .ok()
+        .and_then(|cp| {
+            cp["offsets"]
+                .as_object()
+                .map(|o| o.values().filter_map(|v| v.as_i64()).sum())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `--until-end` on `state` while the broker goes down `outages` times:
+/// the first `first_after` into the run, each later one as soon as the run
+/// has committed progress again after the previous restart. Checks the dump
+/// and every counter (late, orphan, duplicates, ...) against an uninterrupted
+/// run on the same topics.
+fn restarts_lose_and_double_nothing(prefix: &str, exposures: u32, outages: usize) {
     let dir = tempfile::tempdir().expect("tmp");
     let mut broker = Broker::start(&dir.path().join("broker")).expect("start tansu");
-    let env = Env::new(&broker, "restart");
-    load(&env, dir.path(), 2, 60_000);
+    let env = Env::new(&broker, prefix);
+    load(&env, dir.path(), 2, exposures);
     let whole = dir.path().join("whole");
     run_to_end(&env, &whole, 2);
     let reference = dump(&env, &whole);
+    let reference_counters = counters(&env, &whole);
 
     let state = dir.path().join("restarted");
-    let mut child = env
-        .cmd(&["run", "-q", "--until-end", "--state", s(&state), "-w", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let mut run = Running::start(
+        &env,
+        &["run", "-q", "--until-end", "--state", s(&state), "-w", "2"],
+    );
     std::thread::sleep(Duration::from_millis(300));
+    for outage in 0..outages {
+        if outage > 0 {
+            // Down again once the run is consuming again after the restart.
+            let before = committed_offsets(&env, &state);
+            let t = Instant::now();
+            while committed_offsets(&env, &state) == before && run.running() {
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "the run made no progress after the broker came back"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        assert!(
+            run.running(),
+            "the run ended before outage {} of {outages}: the test did not test anything",
+            outage + 1
+        );
+        broker.stop();
+        std::thread::sleep(Duration::from_millis(1500));
+        broker.restart().expect("restart tansu");
+    }
+    run.finish(Duration::from_secs(180), "across broker restarts");
+    let what = format!("{outages} broker restart(s) mid-run");
+    assert_same_dump(&dump(&env, &state), &reference, &what);
+    assert_same_counters(&counters(&env, &state), &reference_counters, &what);
+}
+
+#[test]
+fn a_broker_restart_mid_run_loses_and_doubles_nothing() {
+    restarts_lose_and_double_nothing("restart", 60_000, 1);
+}
+
+#[test]
+fn two_broker_restarts_in_one_run_lose_and_double_nothing() {
+    restarts_lose_and_double_nothing("restart2", 150_000, 2);
+}
+
+/// Splits a JSONL file sorted by `ts_ms` at the event times `bounds`.
+fn split_by_ts(file: &Path, bounds: &[i64], out: &Path, name: &str) -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(file).expect("read log");
+    let mut slices = vec![String::new(); bounds.len() + 1];
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let ts = serde_json::from_str::<serde_json::Value>(line).expect("log line")["ts_ms"]
+            .as_i64()
+            .expect("ts_ms");
+        let i = bounds.partition_point(|b| *b <= ts);
+        slices[i].push_str(line);
+        slices[i].push('\n');
+    }
+    slices
+        .into_iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let p = out.join(format!("{name}-{i:03}.jsonl"));
+            std::fs::write(&p, text).expect("write slice");
+            p
+        })
+        .collect()
+}
+
+#[test]
+fn a_producer_writing_through_a_broker_restart_loses_and_doubles_nothing() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut broker = Broker::start(&dir.path().join("broker")).expect("start tansu");
+    // As in the partition test: without deliberately late actions, whose
+    // classification depends on how far the other stream had got when they
+    // arrived, so on production timing. Everything within the allowed
+    // lateness must come out as if the topics had been written first.
+    let mut env = Env::new(&broker, "producing");
+    env.vars
+        .push(("RLIV__GEN__LATE_RATE".to_string(), "0.0".to_string()));
+    let log = dir.path().join("log");
+    env.ok(&["gen", "--out", s(&log), "--exposures", "60000"]);
+    env.ok(&["kafka", "create-topics", "--partitions", "2"]);
+    // Slices of the log in event-time order, produced one after another by
+    // separate producer processes: production spans seconds.
+    let text = std::fs::read_to_string(log.join("exposures.jsonl")).expect("exposures");
+    let ts: Vec<i64> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).expect("line")["ts_ms"]
+                .as_i64()
+                .expect("ts")
+        })
+        .collect();
+    let bounds: Vec<i64> = (1..16).map(|i| ts[i * ts.len() / 16]).collect();
+    let slices = dir.path().join("slices");
+    std::fs::create_dir_all(&slices).expect("mkdir");
+    let ex = split_by_ts(&log.join("exposures.jsonl"), &bounds, &slices, "exposures");
+    let ac = split_by_ts(&log.join("actions.jsonl"), &bounds, &slices, "actions");
+    let producer_env = Env {
+        vars: env.vars.clone(),
+    };
+    let (ex_topic, ac_topic) = (env.topic("exposures"), env.topic("actions"));
+    let producer = std::thread::spawn(move || {
+        for (e, a) in ex.iter().zip(&ac) {
+            producer_env.ok(&["kafka", "produce", "--topic", &ex_topic, "--file", s(e)]);
+            producer_env.ok(&["kafka", "produce", "--topic", &ac_topic, "--file", s(a)]);
+        }
+    });
+
+    let state = dir.path().join("live");
+    let args = ["run", "-q", "--until-end", "--state", s(&state), "-w", "2"];
+    let mut run = Running::start(&env, &args);
+    std::thread::sleep(Duration::from_millis(800));
     assert!(
-        child.try_wait().expect("wait").is_none(),
-        "the run ended before the broker went down: the test did not test anything"
+        !producer.is_finished(),
+        "production ended before the broker went down: the test did not test anything"
     );
     broker.stop();
     std::thread::sleep(Duration::from_millis(1500));
     broker.restart().expect("restart tansu");
-    let t = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().expect("wait") {
-            break st;
+    // `--until-end` ends a run whenever it has caught up with the producer:
+    // run again (a resume) until the producer is done, then once more.
+    loop {
+        let producing = !producer.is_finished();
+        run.finish(Duration::from_secs(180), "while producing");
+        if !producing {
+            break;
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(120),
-            "the run did not finish after the broker came back"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let mut err = String::new();
-    if let Some(mut e) = child.stderr.take() {
-        let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        run = Running::start(&env, &args);
     }
-    assert!(
-        status.success(),
-        "run failed across the broker restart: {err}"
-    );
+    producer.join().expect("producer thread");
+
+    let whole = dir.path().join("whole");
+    run_to_end(&env, &whole, 2);
     assert_same_dump(
         &dump(&env, &state),
-        &reference,
-        "pair dump across a broker restart",
+        &dump(&env, &whole),
+        "pair dump with a producer writing through a broker restart",
+    );
+    assert_same_counters(
+        &counters(&env, &state),
+        &counters(&env, &whole),
+        "counters with a producer writing through a broker restart",
     );
 }
 

@@ -88,13 +88,19 @@ fn contract_examples_give_the_documented_pairs_transition_and_dead_letters() {
     let transitions = json_lines(&std::fs::read_to_string(&t).unwrap());
     assert_eq!(transitions.len(), 3, "one per distinct exposure");
     let t2 = transitions.iter().find(|t| t["request_id"] == 2).unwrap();
+    // The contract's five counters, and the additive fields it allows
+    // (totals and the first/last closed exposure times before and after).
     assert_eq!(
         t2["state"],
-        serde_json::json!({"exposures":1,"clicks":1,"watches":1,"follows":1,"gifts":0})
+        serde_json::json!({"exposures":1,"clicks":1,"watches":1,"follows":1,"gifts":0,
+            "watch_sec_total":28.5,"gift_total":0,
+            "first_ts_ms":1700000000000i64,"last_ts_ms":1700000000000i64})
     );
     assert_eq!(
         t2["next_state"],
-        serde_json::json!({"exposures":2,"clicks":2,"watches":1,"follows":1,"gifts":1})
+        serde_json::json!({"exposures":2,"clicks":2,"watches":1,"follows":1,"gifts":1,
+            "watch_sec_total":28.5,"gift_total":5,
+            "first_ts_ms":1700000000000i64,"last_ts_ms":1700000600000i64})
     );
     assert_eq!(t2["reward"]["gift"].as_f64(), Some(5.0));
 

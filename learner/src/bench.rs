@@ -47,6 +47,8 @@ pub fn synthetic(n: usize, seed: u64) -> Vec<Sample> {
                 item_feats: [rng.below(20) as u32, rng.below(10) as u32][..].into(),
                 state: [t, t / 3, t / 2, t / 20, t / 40],
                 next_state: [t + 1, t / 3 + u32::from(click), t / 2, t / 20, t / 40],
+                extra: Default::default(),
+                next_extra: Default::default(),
                 reward: [f32::from(u8::from(click)), rng.below(60) as f32, 0.0, 0.0],
             }
         })

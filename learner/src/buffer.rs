@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use rliv_dataflows::event::{Feats, Transition};
-use rliv_state::{FastMap, StateCounts};
+use rliv_state::{FastMap, PairSnapshot, Rewards};
 
 use crate::embed::PairInput;
 use crate::rng::Rng;
@@ -20,11 +20,26 @@ pub struct Sample {
     pub item_feats: Feats,
     pub state: [u32; 5],
     pub next_state: [u32; 5],
+    /// The rest of `s_t` (totals, times) and the request's time.
+    pub extra: Extra,
+    /// The same for `s_{t+1}` (its time is an estimate: see [`Sample::new`]).
+    pub next_extra: Extra,
     /// click, watch, follow, gift (unscaled).
     pub reward: [f32; 4],
 }
 
-fn compact(c: &StateCounts) -> [u32; 5] {
+/// The part of a sample's state besides the five counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Extra {
+    pub watch_sec_total: f32,
+    pub gift_total: f32,
+    /// The pair's last closed exposure (0: none).
+    pub last_ts_ms: i64,
+    /// When the state is read: the ranking request's time (0: unknown).
+    pub ts_ms: i64,
+}
+
+fn compact(c: &PairSnapshot) -> [u32; 5] {
     let s = |x: u64| u32::try_from(x).unwrap_or(u32::MAX);
     [
         s(c.exposures),
@@ -35,26 +50,81 @@ fn compact(c: &StateCounts) -> [u32; 5] {
     ]
 }
 
-pub fn expand(c: &[u32; 5]) -> StateCounts {
-    StateCounts {
+/// The snapshot a sample's counters and extras stand for.
+pub fn expand(c: &[u32; 5], e: &Extra) -> PairSnapshot {
+    PairSnapshot {
         exposures: u64::from(c[0]),
         clicks: u64::from(c[1]),
         watches: u64::from(c[2]),
         follows: u64::from(c[3]),
         gifts: u64::from(c[4]),
+        watch_sec_total: f64::from(e.watch_sec_total),
+        gift_total: f64::from(e.gift_total),
+        first_ts_ms: 0,
+        last_ts_ms: e.last_ts_ms,
+    }
+}
+
+/// `state` after one more interaction at `ts_ms` with `r` (the paper's
+/// Eq. 4 for the counters; totals added, the last exposure time moved).
+pub fn advance(state: &PairSnapshot, ts_ms: i64, r: &Rewards) -> PairSnapshot {
+    let mut n = *state;
+    if n.exposures == 0 {
+        n.first_ts_ms = ts_ms;
+    }
+    n.exposures += 1;
+    n.clicks += u64::from(r.click > 0.0);
+    n.watches += u64::from(r.watch > 0.0);
+    n.follows += u64::from(r.follow > 0.0);
+    n.gifts += u64::from(r.gift > 0.0);
+    n.watch_sec_total += r.watch;
+    n.gift_total += r.gift;
+    n.last_ts_ms = ts_ms;
+    n
+}
+
+fn extra(s: &PairSnapshot, ts_ms: i64) -> Extra {
+    Extra {
+        watch_sec_total: s.watch_sec_total as f32,
+        gift_total: s.gift_total as f32,
+        last_ts_ms: s.last_ts_ms,
+        ts_ms,
     }
 }
 
 impl From<&Transition> for Sample {
+    /// The transition as written, every earlier interaction visible (see
+    /// [`Sample::new`] for the state a request could see).
     fn from(t: &Transition) -> Self {
+        Sample::new(t, t.state)
+    }
+}
+
+impl Sample {
+    /// A sample of `t` whose `s_t` is `visible` (the pair's state as a
+    /// ranking request at `t.ts_ms` could have seen it) and whose `s_{t+1}`
+    /// is that state after this interaction (ASA, the paper's Eq. 4). The
+    /// next request's time is not known: it is estimated as this one plus
+    /// the gap since the pair's previous visible exposure (the same rhythm),
+    /// or this one's time for a new pair.
+    pub fn new(t: &Transition, visible: PairSnapshot) -> Sample {
+        let next = advance(&visible, t.ts_ms, &t.reward);
+        let gap = if visible.exposures > 0 && visible.last_ts_ms > 0 {
+            (t.ts_ms - visible.last_ts_ms).max(0)
+        } else {
+            0
+        };
+        let next_ts = if t.ts_ms > 0 { t.ts_ms + gap } else { 0 };
         Sample {
             user_id: t.user_id,
             author_id: t.author_id,
             item_id: t.item_id,
             user_feats: t.user_feats.clone(),
             item_feats: t.item_feats.clone(),
-            state: compact(&t.state),
-            next_state: compact(&t.next_state),
+            state: compact(&visible),
+            next_state: compact(&next),
+            extra: extra(&visible, t.ts_ms),
+            next_extra: extra(&next, next_ts),
             reward: [
                 t.reward.click as f32,
                 t.reward.watch as f32,
@@ -63,9 +133,7 @@ impl From<&Transition> for Sample {
             ],
         }
     }
-}
 
-impl Sample {
     pub fn input(&self) -> PairInput<'_> {
         PairInput {
             user_id: self.user_id,
@@ -73,12 +141,14 @@ impl Sample {
             item_id: self.item_id,
             user_feats: &self.user_feats,
             item_feats: &self.item_feats,
-            counts: expand(&self.state),
+            state: expand(&self.state, &self.extra),
+            ts_ms: self.extra.ts_ms,
         }
     }
     pub fn next_input(&self) -> PairInput<'_> {
         PairInput {
-            counts: expand(&self.next_state),
+            state: expand(&self.next_state, &self.next_extra),
+            ts_ms: self.next_extra.ts_ms,
             ..self.input()
         }
     }
@@ -122,6 +192,10 @@ impl Ring {
     /// Samples ever pushed.
     pub fn pushed(&self) -> u64 {
         self.pushed
+    }
+    /// Every sample held, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = &Sample> {
+        self.items.iter()
     }
     /// `n` samples drawn uniformly with replacement.
     pub fn sample<'a>(&'a self, rng: &mut Rng, n: usize) -> Vec<&'a Sample> {

@@ -485,7 +485,14 @@ pub fn resume(
 ) -> Result<Option<(Learner, Manifest, Vec<String>)>, CheckpointError> {
     newest_usable(dir, true, |ckpt, manifest, map, optim| {
         check_same_model(&manifest.config, cfg).map_err(|e| file_err(&ckpt.join(MANIFEST), e))?;
-        let mut l = Learner::new(cfg).map_err(CheckpointError::Model)?;
+        // Reward scales measured by an earlier run are part of what the
+        // model learned: keep them (a configured scale applies to new models).
+        let mut cfg = cfg.clone();
+        if cfg.auto_reward_scale && !manifest.config.auto_reward_scale {
+            cfg.reward_scale = manifest.config.reward_scale;
+            cfg.auto_reward_scale = false;
+        }
+        let mut l = Learner::new(&cfg).map_err(CheckpointError::Model)?;
         load_model_tensors(&mut l.model, map).map_err(|e| file_err(&ckpt.join(MODEL_FILE), e))?;
         if let Some(o) = optim {
             load_optimizer_tensors(&mut l, o).map_err(|e| file_err(&ckpt.join(OPTIM_FILE), e))?;
@@ -544,6 +551,7 @@ fn check_same_model(saved: &LearnerConfig, now: &LearnerConfig) -> Result<(), St
             c.target_label.clone(),
             c.supervised_head,
             c.assist_gift,
+            c.derived_features,
         )
     };
     if key(saved) != key(now) {

@@ -37,6 +37,17 @@ pub struct LearnerConfig {
     pub feature_rows: usize,
     /// Buckets per pair counter: bucket = min(floor(log2(1 + count)), buckets - 1).
     pub counter_buckets: usize,
+    /// Rows for features derived from the pair's state besides the five
+    /// counters: mean watch per exposure, click and watch rates, mean gift,
+    /// recency at the request's time (see `embed::DERIVED`). Off: the
+    /// paper's counters only.
+    pub derived_features: bool,
+    /// Train on the pair's state as a ranking request at the transition's
+    /// time could have seen it: interactions whose exposure is less than
+    /// this old (ms) are left out of `s_t` (the job closes an exposure
+    /// `join.window_ms` after it, and commits up to `allowed_lateness_ms`
+    /// later). 0 still leaves out the request's own sibling items.
+    pub visible_lag_ms: i64,
     /// Seed of the id hashing (fixed: changing it invalidates checkpoints).
     pub hash_seed: u64,
     /// Seed of the weight initialisation and of the batch sampling.
@@ -72,6 +83,14 @@ pub struct LearnerConfig {
     pub assist_gift: bool,
     /// Rewards are multiplied by these before training (watch is in seconds).
     pub reward_scale: PerLabel,
+    /// Measure `reward_scale` from the data instead: when the sample buffer
+    /// first reaches `min_buffer`, each label's scale becomes 1 / the root
+    /// mean square of its rewards there (labels that never occurred keep the
+    /// configured scale), so that scaled rewards are O(1) whatever the
+    /// units, and the Huber losses regress towards the mean rather than the
+    /// median. The measured scales are saved with the checkpoints and kept
+    /// on resume.
+    pub auto_reward_scale: bool,
     /// Combined ranking score = sum of weight * tower LIV.
     pub score_weights: PerLabel,
     // --- compute ---
@@ -85,8 +104,11 @@ pub struct LearnerConfig {
     // --- streaming training ---
     /// Capacity of the real-time sample buffer (a ring of transitions).
     pub buffer_capacity: usize,
-    /// TD updates per new transition (0.002 with batch 1024: each sample is
-    /// used about twice).
+    /// Passes over the input: a replay does `epochs * transitions /
+    /// batch_size` TD updates, spread over the input as it arrives.
+    pub epochs: f64,
+    /// TD updates per new transition; 0 = derive it from `epochs`
+    /// (`epochs / batch_size`).
     pub updates_per_transition: f64,
     /// Transitions in the buffer before the first update.
     pub min_buffer: usize,
@@ -109,6 +131,8 @@ impl Default for LearnerConfig {
             id_rows: 1 << 20,
             feature_rows: 1 << 16,
             counter_buckets: 32,
+            derived_features: true,
+            visible_lag_ms: 30 * 60_000 + 60_000,
             hash_seed: 1_592_594_203,
             seed: 7,
             hidden: vec![64, 64],
@@ -132,6 +156,7 @@ impl Default for LearnerConfig {
                 follow: 1.0,
                 gift: 1.0,
             },
+            auto_reward_scale: true,
             score_weights: PerLabel {
                 click: 0.0,
                 watch: 1.0,
@@ -142,7 +167,8 @@ impl Default for LearnerConfig {
             device: "cpu".into(),
             num_threads: 0,
             buffer_capacity: 1_000_000,
-            updates_per_transition: 0.002,
+            epochs: 8.0,
+            updates_per_transition: 0.0,
             min_buffer: 10_000,
             checkpoint_every_updates: 5_000,
             checkpoint_every_secs: 300,
@@ -177,6 +203,16 @@ impl LearnerConfig {
     /// The weights of the combined score (the preset's, if one is named).
     pub fn weights(&self) -> PerLabel {
         score_preset(&self.score_preset).unwrap_or(self.score_weights)
+    }
+
+    /// TD updates per new transition: `updates_per_transition`, or
+    /// `epochs / batch_size` when that is 0.
+    pub fn update_ratio(&self) -> f64 {
+        if self.updates_per_transition > 0.0 {
+            self.updates_per_transition
+        } else {
+            self.epochs / self.batch_size.max(1) as f64
+        }
     }
 
     /// Threads the fused engine uses.
@@ -255,6 +291,15 @@ impl LearnerConfig {
         }
         if !(self.updates_per_transition.is_finite() && self.updates_per_transition >= 0.0) {
             return Err("learner.updates_per_transition must be >= 0".into());
+        }
+        if !(self.epochs.is_finite() && self.epochs >= 0.0) {
+            return Err(format!("learner.epochs must be >= 0, got {}", self.epochs));
+        }
+        if self.visible_lag_ms < 0 {
+            return Err(format!(
+                "learner.visible_lag_ms must be >= 0, got {}",
+                self.visible_lag_ms
+            ));
         }
         if !self.multi_task && !LABELS.contains(&self.target_label.as_str()) {
             return Err(format!(

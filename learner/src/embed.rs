@@ -5,13 +5,19 @@
 //! (paper Fig. 3):
 //! - `h_u`  = user-id row + one row per `user_feats` field value;
 //! - `h_a`  = author-id row + item-id row + one row per `item_feats` field value;
-//! - `h_ua` = one row per pair counter, bucketized by `log2(1 + count)`.
+//! - `h_ua` = one row per pair counter, bucketized by `log2(1 + count)`, and
+//!   (with `derived_features`) one row per derived feature of the pair's
+//!   state: mean watch seconds per exposure, click and watch rates, mean gift
+//!   per exposure, and the recency of the pair's last interaction at the
+//!   request's time. The counters alone cannot express a pair's mean watch
+//!   (`watches` counts views, not seconds), which is what its own history
+//!   predicts best.
 //!
 //! Ids are hashed into tables of `id_rows` rows with a fixed seed; feature
 //! values are hashed with their field index and side into one shared table.
 //! Gathering builds `H` for a batch; scattering takes `dL/dH` back to the rows.
 
-use rliv_state::{mix64, FastMap, StateCounts};
+use rliv_state::{mix64, FastMap, PairSnapshot};
 
 use crate::config::LearnerConfig;
 use crate::nets::{adam_update, AdamParams};
@@ -25,6 +31,15 @@ const FEATURE: u8 = 3;
 const COUNTER: u8 = 4;
 /// The pair counters of `f_ua` (the ASA state).
 pub const COUNTERS: [&str; 5] = ["exposures", "clicks", "watches", "follows", "gifts"];
+/// Features derived from the pair's state (rows after the counters' in the
+/// counter table, `counter_buckets` each).
+pub const DERIVED: [&str; 5] = [
+    "mean_watch_sec",
+    "click_rate",
+    "watch_rate",
+    "mean_gift",
+    "recency",
+];
 
 /// What the model needs to know about one (user, author, item) at one state.
 #[derive(Clone, Copy, Debug)]
@@ -34,7 +49,10 @@ pub struct PairInput<'a> {
     pub item_id: u64,
     pub user_feats: &'a [u32],
     pub item_feats: &'a [u32],
-    pub counts: StateCounts,
+    /// The pair's state as a request at `ts_ms` could see it.
+    pub state: PairSnapshot,
+    /// The request's event time (0: unknown, recency is not used).
+    pub ts_ms: i64,
 }
 
 /// `min(floor(log2(1 + count)), buckets - 1)`.
@@ -43,8 +61,45 @@ pub fn bucket(count: u64, buckets: usize) -> usize {
     b.min(buckets - 1)
 }
 
-fn counts_array(c: &StateCounts) -> [u64; 5] {
+fn counts_array(c: &PairSnapshot) -> [u64; 5] {
     [c.exposures, c.clicks, c.watches, c.follows, c.gifts]
+}
+
+/// `min(floor(per_octave * log2(1 + x)), buckets - 1)` for `x >= 0`.
+fn log_bucket(x: f64, per_octave: f64, buckets: usize) -> usize {
+    if !(x.is_finite() && x > 0.0) {
+        return 0;
+    }
+    ((per_octave * (1.0 + x).log2()) as usize).min(buckets - 1)
+}
+
+/// The derived features' buckets, in [`DERIVED`] order. Bucket 0 means "no
+/// history" (and "unknown time" for recency); rates and means start at 1.
+pub fn derived_buckets(x: &PairInput<'_>, buckets: usize) -> [usize; 5] {
+    let s = &x.state;
+    let top = buckets - 1;
+    let mut out = [0usize; 5];
+    if s.exposures > 0 {
+        let n = s.exposures as f64;
+        // Half-octave steps of seconds: 1 s, 1.8 s, 3 s, ... up to hours.
+        out[0] = (1 + log_bucket(s.watch_sec_total / n, 2.0, buckets)).min(top);
+        // Rates in tenths: 1 + floor(10 * rate) in 1..=11.
+        let rate = |k: u64| {
+            (1 + (10.0 * k as f64 / n).floor() as usize)
+                .min(11)
+                .min(top)
+        };
+        out[1] = rate(s.clicks);
+        out[2] = rate(s.watches);
+        out[3] = (1 + log_bucket(s.gift_total / n, 2.0, buckets)).min(top);
+        if x.ts_ms > 0 && s.last_ts_ms > 0 {
+            // log2 of minutes since the last closed exposure: 1 = under a
+            // minute, 12 = about a month.
+            let minutes = (x.ts_ms - s.last_ts_ms).max(0) as f64 / 60_000.0;
+            out[4] = (1 + log_bucket(minutes, 1.0, buckets)).min(top);
+        }
+    }
+    out
 }
 
 /// One table row used by a sample, and the segment of `H` it adds into
@@ -91,6 +146,7 @@ pub struct Embeddings {
     id_rows: u64,
     feature_rows: u64,
     buckets: usize,
+    derived: bool,
     seed: u64,
     /// Scratch: gradient rows accumulated per (table, row).
     grad_index: FastMap<u64, usize>,
@@ -109,7 +165,7 @@ impl Embeddings {
             cfg.id_rows,
             cfg.id_rows,
             cfg.feature_rows,
-            COUNTERS.len() * cfg.counter_buckets,
+            counter_features(cfg) * cfg.counter_buckets,
         ];
         let tables = rows
             .iter()
@@ -137,6 +193,7 @@ impl Embeddings {
             id_rows: cfg.id_rows as u64,
             feature_rows: cfg.feature_rows as u64,
             buckets: cfg.counter_buckets,
+            derived: cfg.derived_features,
             seed: cfg.hash_seed,
             grad_index: FastMap::default(),
             grad_rows: Vec::new(),
@@ -203,12 +260,21 @@ impl Embeddings {
                 row: self.feature_row(2, f, *v),
             });
         }
-        for (c, count) in counts_array(&x.counts).iter().enumerate() {
+        for (c, count) in counts_array(&x.state).iter().enumerate() {
             s.push(Slot {
                 table: COUNTER,
                 seg: 2,
                 row: (c * self.buckets + bucket(*count, self.buckets)) as u32,
             });
+        }
+        if self.derived {
+            for (f, b) in derived_buckets(x, self.buckets).iter().enumerate() {
+                s.push(Slot {
+                    table: COUNTER,
+                    seg: 2,
+                    row: ((COUNTERS.len() + f) * self.buckets + b) as u32,
+                });
+            }
         }
         lookup.offsets.push(s.len());
     }
@@ -285,9 +351,67 @@ impl Embeddings {
     }
 }
 
+/// Features (counters, then derived ones) with rows in the counter table.
+pub fn counter_features(cfg: &LearnerConfig) -> usize {
+    COUNTERS.len()
+        + if cfg.derived_features {
+            DERIVED.len()
+        } else {
+            0
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn input(state: PairSnapshot, ts_ms: i64) -> PairInput<'static> {
+        PairInput {
+            user_id: 1,
+            author_id: 2,
+            item_id: 3,
+            user_feats: &[],
+            item_feats: &[],
+            state,
+            ts_ms,
+        }
+    }
+
+    #[test]
+    fn derived_features_express_the_pairs_mean_watch_rates_and_recency() {
+        // No history: every derived bucket is 0.
+        assert_eq!(
+            derived_buckets(&input(PairSnapshot::default(), 5), 32),
+            [0; 5]
+        );
+        let s = PairSnapshot {
+            exposures: 4,
+            clicks: 2,
+            watches: 1,
+            watch_sec_total: 60.0, // 15 s per exposure
+            gift_total: 0.0,
+            last_ts_ms: 1_000_000,
+            ..PairSnapshot::default()
+        };
+        // 1 + floor(2 * log2(16)) = 9; rates 1 + floor(10 * 0.5) = 6 and
+        // 1 + floor(10 * 0.25) = 3; no gifts: 1; 8 minutes: 1 + floor(log2(9)) = 4.
+        let b = derived_buckets(&input(s, 1_000_000 + 8 * 60_000), 32);
+        assert_eq!(b, [9, 6, 3, 1, 4]);
+        // A pair watched twice as long per exposure lands two buckets higher.
+        let longer = PairSnapshot {
+            watch_sec_total: 124.0,
+            ..s
+        };
+        assert_eq!(derived_buckets(&input(longer, 0), 32)[0], 11);
+        // Unknown request time: recency is 0, the rest unchanged.
+        assert_eq!(derived_buckets(&input(s, 0), 32)[4], 0);
+        // Capped at the last bucket.
+        let huge = PairSnapshot {
+            watch_sec_total: 1e30,
+            ..s
+        };
+        assert_eq!(derived_buckets(&input(huge, 0), 8)[0], 7);
+    }
 
     #[test]
     fn buckets_are_log2_of_one_plus_count_capped() {

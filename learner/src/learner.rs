@@ -9,6 +9,8 @@ use crate::engine::{BatchData, Engine, Grads};
 use crate::model::Model;
 use crate::nets::{AdamParams, AdamState};
 use crate::rng::Rng;
+use crate::visible::Visibility;
+use rliv_dataflows::event::Transition;
 
 /// The figures of one update (or one loss evaluation).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -34,6 +36,8 @@ pub struct Learner {
     pub step: u64,
     pub rng: Rng,
     pub recent: RecentItems,
+    /// Rebuilds each transition's `s_t` as a ranking request saw it.
+    pub visibility: Visibility,
     bufs: Bufs,
 }
 
@@ -63,12 +67,22 @@ impl Learner {
             step: 0,
             rng: Rng::new(cfg.seed ^ 0xB0A7),
             recent: RecentItems::new(cfg.next_items),
+            visibility: Visibility::new(cfg.visible_lag_ms),
             bufs: Bufs::default(),
         })
     }
 
     pub fn cfg(&self) -> &LearnerConfig {
         &self.model.cfg
+    }
+
+    /// The sample of a new transition (its `s_t` as a request could see
+    /// it: [`Visibility`]), its item recorded as a recent item of its author.
+    pub fn sample(&mut self, t: &Transition) -> Sample {
+        let visible = self.visibility.visible(t);
+        let s = Sample::new(t, visible);
+        self.observe(&s);
+        s
     }
 
     /// Records a new transition's item as a recent item of its author.
@@ -174,6 +188,39 @@ impl Learner {
             .adam_step(&self.bufs.lookup, &g.dx, self.step, &emb_hp);
         self.model.target.soft_update_from(&self.model.towers, tau);
         Ok(stats)
+    }
+
+    /// With `auto_reward_scale`, sets each label's reward scale to 1 / the
+    /// root mean square of its rewards in `buffer` (labels with no reward
+    /// there keep theirs) and switches the measurement off, so that it
+    /// happens once per model. Returns whether it did.
+    pub fn measure_reward_scale(&mut self, buffer: &Ring) -> bool {
+        if !self.model.cfg.auto_reward_scale || buffer.is_empty() {
+            return false;
+        }
+        let mut sq = [0.0f64; 4];
+        for s in buffer.iter() {
+            for (acc, r) in sq.iter_mut().zip(s.reward) {
+                *acc += f64::from(r) * f64::from(r);
+            }
+        }
+        let n = buffer.len() as f64;
+        let mut scale = self.model.cfg.reward_scale.as_array();
+        for (l, acc) in sq.iter().enumerate() {
+            let rms = (acc / n).sqrt();
+            if rms.is_finite() && rms > 0.0 {
+                scale[l] = 1.0 / rms;
+            }
+        }
+        let cfg = &mut self.model.cfg;
+        cfg.reward_scale = crate::config::PerLabel {
+            click: scale[0],
+            watch: scale[1],
+            follow: scale[2],
+            gift: scale[3],
+        };
+        cfg.auto_reward_scale = false;
+        true
     }
 
     /// Draws `batch_size` samples uniformly from `buffer` and trains on them.

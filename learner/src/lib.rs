@@ -9,7 +9,8 @@
 //!   ([`fused`]) or by candle's autograd on any candle device ([`autograd`]).
 //! - [`buffer`]: the real-time sample buffer; [`trainer`]: streaming training
 //!   from a channel with checkpoints on a cadence; [`checkpoint`]: safetensors
-//!   checkpoints written atomically.
+//!   checkpoints written atomically; [`visible`]: each transition's `s_t` as
+//!   a ranking request could have seen it.
 
 pub mod autograd;
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod embed;
 pub mod engine;
+pub mod eval;
 pub mod fused;
 pub mod input;
 pub mod learner;
@@ -25,6 +27,7 @@ pub mod model;
 pub mod nets;
 pub mod rng;
 pub mod trainer;
+pub mod visible;
 
 pub use config::LearnerConfig;
 pub use learner::{Learner, StepStats};

@@ -19,7 +19,8 @@ use crate::rng::Rng;
 /// Per-candidate output of [`Model::score`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Liv {
-    /// Each tower's LIV (the min of its two Q values), in [`LABELS`] order;
+    /// Each tower's LIV (the min of its two Q values, in the reward's own
+    /// units: `reward_scale` undone), in [`LABELS`] order;
     /// `None` for towers the configuration does not train.
     pub towers: [Option<f32>; 4],
     /// `sum(score_weights[l] * towers[l])` over the trained towers.
@@ -111,12 +112,19 @@ impl Model {
         let b = inputs.len();
         let q = engine.q_values(self, &h, b)?;
         let weights = self.cfg.weights().as_array();
+        // The towers learn scaled rewards; LIV is reported in the rewards'
+        // own units (watch seconds, gift amount).
+        let unscale =
+            self.cfg
+                .reward_scale
+                .as_array()
+                .map(|s| if s > 0.0 { (1.0 / s) as f32 } else { 1.0 });
         Ok((0..b)
             .map(|i| {
                 let mut towers = [None; 4];
                 let mut score = 0.0f32;
                 for (t, &label) in self.labels.iter().enumerate() {
-                    let liv = q[(t * 2) * b + i].min(q[(t * 2 + 1) * b + i]);
+                    let liv = unscale[label] * q[(t * 2) * b + i].min(q[(t * 2 + 1) * b + i]);
                     towers[label] = Some(liv);
                     score += weights[label] as f32 * liv;
                 }

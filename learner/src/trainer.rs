@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rliv_dataflows::event::Transition;
 
-use crate::buffer::{Ring, Sample};
+use crate::buffer::Ring;
 use crate::checkpoint;
 use crate::learner::{Learner, StepStats};
 
@@ -86,11 +86,10 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn push(&mut self, t: &Transition) {
-        let s = Sample::from(t);
-        self.learner.observe(&s);
+        let s = self.learner.sample(t);
         self.ring.push(s);
         self.received += 1;
-        self.owed += self.learner.cfg().updates_per_transition;
+        self.owed += self.learner.cfg().update_ratio();
         self.progress
             .received
             .store(self.received, Ordering::Relaxed);
@@ -100,6 +99,17 @@ impl Run<'_> {
     }
 
     fn update(&mut self) -> Result<(), TrainError> {
+        if self.learner.measure_reward_scale(&self.ring) {
+            let s = self.learner.cfg().reward_scale;
+            tracing::info!(
+                "learner: reward scales measured on {} samples: click {:.4} watch {:.4} follow {:.4} gift {:.4}",
+                self.ring.len(),
+                s.click,
+                s.watch,
+                s.follow,
+                s.gift
+            );
+        }
         let stats = self
             .learner
             .train_from(&self.ring)

@@ -163,6 +163,8 @@ fn chain(r: f32, len: u32) -> Vec<Sample> {
                 item_feats: Default::default(),
                 state: [t, clicks, 0, 0, 0],
                 next_state: [t + 1, clicks + u32::from(r > 0.0), 0, 0, 0],
+                extra: Default::default(),
+                next_extra: Default::default(),
                 reward: [r, 0.0, 0.0, 0.0],
             }
         })

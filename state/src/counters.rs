@@ -75,6 +75,57 @@ pub struct StateCounts {
     pub gifts: u64,
 }
 
+/// The pair's state as a transition carries it (`state`, `next_state`): the
+/// five contract counters, plus the additive fields the contract allows
+/// (totals and the first and last closed exposure times; 0 while the pair
+/// has no exposure). Readers of older transitions get 0 for the extras.
+#[derive(Copy, Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+pub struct PairSnapshot {
+    pub exposures: u64,
+    pub clicks: u64,
+    pub watches: u64,
+    pub follows: u64,
+    pub gifts: u64,
+    #[serde(default)]
+    pub watch_sec_total: f64,
+    #[serde(default)]
+    pub gift_total: f64,
+    #[serde(default)]
+    pub first_ts_ms: i64,
+    #[serde(default)]
+    pub last_ts_ms: i64,
+}
+
+impl PairSnapshot {
+    /// The five contract counters.
+    pub fn counts(&self) -> StateCounts {
+        StateCounts {
+            exposures: self.exposures,
+            clicks: self.clicks,
+            watches: self.watches,
+            follows: self.follows,
+            gifts: self.gifts,
+        }
+    }
+}
+
+impl From<&PairCounters> for PairSnapshot {
+    fn from(p: &PairCounters) -> Self {
+        let c = &p.counts;
+        PairSnapshot {
+            exposures: c.exposures,
+            clicks: c.clicks,
+            watches: c.watches,
+            follows: c.follows,
+            gifts: c.gifts,
+            watch_sec_total: p.watch_sec_total,
+            gift_total: p.gift_total,
+            first_ts_ms: p.first_ts_ms,
+            last_ts_ms: p.last_ts_ms,
+        }
+    }
+}
+
 /// The rewards of one labeled interaction.
 #[derive(Copy, Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Rewards {

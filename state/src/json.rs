@@ -1,7 +1,7 @@
 //! Hand-rolled JSON writers for the contract's hot output lines (pair dumps,
 //! transitions): no intermediate `serde_json::Value`, no allocation per field.
 
-use crate::{PairCounters, PairKey, StateCounts};
+use crate::{PairCounters, PairKey, PairSnapshot, StateCounts};
 
 /// Writes a finite `f64` as the shortest JSON number that round-trips;
 /// integral values are written without a fraction (`0`, `5`), as in the
@@ -41,6 +41,23 @@ pub fn write_state_counts(out: &mut Vec<u8>, c: &StateCounts) {
     write_u64(out, c.follows);
     out.extend_from_slice(b",\"gifts\":");
     write_u64(out, c.gifts);
+    out.push(b'}');
+}
+
+/// A transition's `state` / `next_state`: the five counters, then the
+/// additive fields (`watch_sec_total`, `gift_total`, `first_ts_ms`,
+/// `last_ts_ms`).
+pub fn write_pair_snapshot(out: &mut Vec<u8>, c: &PairSnapshot) {
+    write_state_counts(out, &c.counts());
+    out.pop(); // the closing brace
+    out.extend_from_slice(b",\"watch_sec_total\":");
+    write_f64(out, c.watch_sec_total);
+    out.extend_from_slice(b",\"gift_total\":");
+    write_f64(out, c.gift_total);
+    out.extend_from_slice(b",\"first_ts_ms\":");
+    write_i64(out, c.first_ts_ms);
+    out.extend_from_slice(b",\"last_ts_ms\":");
+    write_i64(out, c.last_ts_ms);
     out.push(b'}');
 }
 

@@ -11,7 +11,7 @@ pub mod hash;
 pub mod json;
 mod store;
 
-pub use counters::{mix64, put_varint, PairCounters, PairKey, Rewards, StateCounts};
+pub use counters::{mix64, put_varint, PairCounters, PairKey, PairSnapshot, Rewards, StateCounts};
 pub use hash::{FastMap, FastSet};
 pub use store::{Commit, Store, StoreOptions};
 
