@@ -437,7 +437,10 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let p = dir.path().join("c.toml");
         std::fs::write(&p, "[join]\nwindow_msec = 5\n")?;
-        let err = format!("{:#}", Config::load_with_env(Some(&p), &[]).unwrap_err());
+        let err = format!(
+            "{:#}",
+            Config::load_with_env(Some(&p), &[]).expect_err("refused")
+        );
         assert!(err.contains("window_msec"), "{err}");
         Ok(())
     }

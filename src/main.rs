@@ -123,11 +123,68 @@ enum Cmd {
         #[command(subcommand)]
         cmd: ConfigCmd,
     },
+    /// Closed-loop evaluation: simulated users (configs/sim.toml) ranked by
+    /// each policy; after every simulated day its events go through the
+    /// real replay -> learner path (rliv policies) or the baselines' logs.
+    /// Prints mean and 95% CI over seeds; writes summary.json, runs.json.
+    Sim(SimArgs),
+    /// On held-out transitions: each tower's predicted LIV against the
+    /// pair's realized discounted return, by decile, with Spearman's rho
+    /// (the pair's own history beside it).
+    EvalLiv {
+        /// Transitions (JSONL, as `replay --transitions` writes; .gz too).
+        #[arg(long)]
+        transitions: PathBuf,
+        /// Checkpoint directory (the newest usable checkpoint is scored).
+        #[arg(long)]
+        checkpoints: PathBuf,
+        /// Discount of the realized return (default: the model's gamma).
+        #[arg(long)]
+        gamma: Option<f64>,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks that print figures (not tests).
     Bench {
         #[command(subcommand)]
         cmd: rliv::bench::BenchCmd,
     },
+}
+
+#[derive(clap::Args)]
+struct SimArgs {
+    /// The simulated world (default: the embedded configs/sim.toml).
+    #[arg(long)]
+    sim_config: Option<PathBuf>,
+    /// Comma-separated policies: rliv, rliv_gamma0 (the same model, myopic),
+    /// random, item_ctr, item_watch, pair_history, oracle (myopic oracle).
+    #[arg(
+        long,
+        default_value = "rliv,rliv_gamma0,pair_history,item_watch,random,oracle"
+    )]
+    policies: String,
+    /// Number of seeds (worlds); seed i is `seed + i`.
+    #[arg(long, default_value_t = 3)]
+    seeds: u64,
+    /// First seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Simulated days of random-policy logs every method starts from.
+    #[arg(long, default_value_t = 3)]
+    warmup_rounds: u32,
+    /// Simulated days ranked by the policy (the ones measured).
+    #[arg(long, default_value_t = 6)]
+    rounds: u32,
+    /// Output directory (events, states, checkpoints, summary.json, runs.json).
+    #[arg(long, default_value = "sim-out")]
+    out: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// No per-round lines.
+    #[arg(short, long)]
+    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -267,6 +324,9 @@ fn main() -> ExitCode {
                 matches!(
                     c.downcast_ref::<JobError>(),
                     Some(JobError::Input(_) | JobError::Resume(_) | JobError::Config(_))
+                ) || matches!(
+                    c.downcast_ref::<rliv_state::StateError>(),
+                    Some(rliv_state::StateError::NotAStore(_) | rliv_state::StateError::Config(_))
                 ) || c.downcast_ref::<rliv::train::UsageError>().is_some()
                     || c.downcast_ref::<rliv::config::ConfigError>().is_some()
             });
@@ -411,7 +471,61 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench { cmd } => rliv::bench::run(&cfg, cmd, cli.config.as_deref()),
+        Cmd::Sim(args) => sim(&cfg, args),
+        Cmd::EvalLiv {
+            transitions,
+            checkpoints,
+            gamma,
+            json,
+        } => {
+            let report = rliv::eval_liv::run(&transitions, &checkpoints, gamma)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let g = gamma.unwrap_or(f64::NAN);
+                print!("{}", rliv::eval_liv::table(&report, g));
+            }
+            Ok(())
+        }
     }
+}
+
+fn sim(cfg: &Config, args: SimArgs) -> Result<()> {
+    let world = match &args.sim_config {
+        Some(p) => rliv_sim::SimConfig::load(p)
+            .map_err(|e| rliv::train::UsageError(format!("{}: {e}", p.display())))?,
+        None => rliv_sim::SimConfig::from_toml_str(rliv::sim::DEFAULT_SIM_TOML)
+            .map_err(|e| anyhow::anyhow!("the embedded configs/sim.toml: {e}"))?,
+    };
+    let policies: Vec<String> = args
+        .policies
+        .split(',')
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    let opts = rliv::sim::SimOptions {
+        sim: world,
+        policies,
+        seeds: (0..args.seeds).map(|i| args.seed + i).collect(),
+        warmup_rounds: args.warmup_rounds,
+        rounds: args.rounds,
+        out: args.out.clone(),
+        quiet: args.quiet,
+    };
+    let summaries = rliv::sim::run(cfg, &opts)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summaries)?);
+    } else {
+        println!(
+            "rliv sim: {} seed(s), {} warm-up day(s) of random-policy logs, {} measured day(s); mean ± 95% CI over seeds",
+            opts.seeds.len(),
+            opts.warmup_rounds,
+            opts.rounds
+        );
+        print!("{}", rliv::sim::table(&summaries));
+        println!("(summary.json and runs.json in {})", args.out.display());
+    }
+    Ok(())
 }
 
 fn start_server(

@@ -99,7 +99,8 @@ pub fn produce(cfg: &KafkaConfig, topic: &str, file: &Path) -> Result<u64> {
         .set("linger.ms", "20")
         .create()
         .context("creating the producer")?;
-    let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+    let f = std::fs::File::open(file)
+        .map_err(|e| crate::train::UsageError(format!("opening {}: {e}", file.display())))?;
     let mut n = 0u64;
     for line in std::io::BufReader::new(f).split(b'\n') {
         let line = line?;

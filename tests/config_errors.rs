@@ -170,3 +170,14 @@ fn good_overrides_still_load() {
         Some("SSL")
     );
 }
+
+#[test]
+fn a_state_directory_that_is_not_one_exits_2() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let state = dir.path().join("nothing-here");
+    let state = state.to_str().expect("utf-8");
+    for cmd in ["dump", "status"] {
+        let out = rliv(&[cmd, "--state", state], &[]);
+        refused(&out, &[state, "not an rliv state directory"]);
+    }
+}

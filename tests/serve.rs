@@ -97,14 +97,7 @@ fn start(state: &Path, checkpoints: &Path, cfg: ServeConfig) -> Server {
     )
     .expect("start");
     let t = std::time::Instant::now();
-    while server.state.current().is_none()
-        || server
-            .state
-            .store
-            .read()
-            .map(|s| s.is_none())
-            .unwrap_or(true)
-    {
+    while server.state.current().is_none() || server.state.pair_state().is_none() {
         assert!(t.elapsed().as_secs() < 30, "service not ready");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -653,10 +646,10 @@ impl ServeProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Ok(mut l) = log2.lock() {
-                    l.push_str(&line);
-                    l.push('\n');
-                }
+                let mut l = log2.lock().unwrap_or_else(|e| e.into_inner());
+                l.push_str(&line);
+                l.push('\n');
+                drop(l);
                 let _ = tx.send(line);
             }
         });
@@ -715,7 +708,7 @@ impl ServeProcess {
     }
 
     fn log(&self) -> String {
-        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A /rank request whose body is half sent: in flight in the service.

@@ -591,3 +591,90 @@ fn bad_messages_are_counted_and_dead_lettered_and_good_ones_processed() {
     .expect("utf-8");
     assert_eq!(transitions.lines().count(), 2, "{transitions}");
 }
+
+/// A small deterministic generator for the fault schedule.
+struct Faults(u64);
+
+impl Faults {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        self.0 >> 33
+    }
+    fn between(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo + 1)
+    }
+}
+
+/// Fault injection: each round runs the job on the same topics while, at
+/// random points drawn from `RLIV_CHAOS_SEED`, the run is SIGKILLed or the
+/// broker is restarted (up to four faults), then finishes the run and checks
+/// the dump and every counter against the uninterrupted run. The default
+/// test command runs `RLIV_CHAOS_ROUNDS` = 2 rounds; `scripts/chaos.sh`
+/// runs more. Reports rounds, faults and failures; fails if any round does.
+#[test]
+fn chaos_kills_and_broker_restarts_at_random_points() {
+    let rounds: u64 = std::env::var("RLIV_CHAOS_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let seed: u64 = std::env::var("RLIV_CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut broker = Broker::start(&dir.path().join("broker")).expect("start tansu");
+    let env = Env::new(&broker, "chaos");
+    load(&env, dir.path(), 2, 60_000);
+    let whole = dir.path().join("whole");
+    run_to_end(&env, &whole, 2);
+    let reference = dump(&env, &whole);
+    let reference_counters = counters(&env, &whole);
+    let args = |state: &Path| -> Vec<String> {
+        ["run", "-q", "--until-end", "--state", s(state), "-w", "2"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect()
+    };
+    let mut failures = Vec::new();
+    let (mut kills, mut restarts) = (0, 0);
+    for round in 0..rounds {
+        let mut rng = Faults(seed.wrapping_mul(1_000_003).wrapping_add(round));
+        let state = dir.path().join(format!("round-{round}"));
+        let a = args(&state);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let mut run = Running::start(&env, &a);
+        for _ in 0..rng.between(1, 4) {
+            std::thread::sleep(Duration::from_millis(rng.between(50, 1500)));
+            if !run.running() {
+                break;
+            }
+            if rng.next() % 2 == 0 {
+                let _ = run.child.kill();
+                let _ = run.child.wait();
+                kills += 1;
+                run = Running::start(&env, &a);
+            } else {
+                broker.stop();
+                std::thread::sleep(Duration::from_millis(rng.between(200, 2000)));
+                broker.restart().expect("restart tansu");
+                restarts += 1;
+            }
+        }
+        run.finish(Duration::from_secs(180), &format!("chaos round {round}"));
+        let got = dump(&env, &state);
+        let got_counters = counters(&env, &state);
+        if got != reference {
+            failures.push(format!("round {round}: the pair dump differs"));
+        } else if got_counters != reference_counters {
+            failures.push(format!("round {round}: the counters differ"));
+        }
+    }
+    eprintln!(
+        "chaos (seed {seed}): {rounds} rounds, {kills} kills, {restarts} broker restarts, {} failed",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "chaos: {}", failures.join("; "));
+}
