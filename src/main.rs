@@ -512,9 +512,14 @@ fn sim(cfg: &Config, args: SimArgs) -> Result<()> {
         out: args.out.clone(),
         quiet: args.quiet,
     };
-    let summaries = rliv::sim::run(cfg, &opts)?;
+    let (summaries, pairs) = rliv::sim::run(cfg, &opts)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summaries)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"summary": summaries, "paired": pairs})
+            )?
+        );
     } else {
         println!(
             "rliv sim: {} seed(s), {} warm-up day(s) of random-policy logs, {} measured day(s); mean ± 95% CI over seeds",
@@ -523,7 +528,11 @@ fn sim(cfg: &Config, args: SimArgs) -> Result<()> {
             opts.rounds
         );
         print!("{}", rliv::sim::table(&summaries));
-        println!("(summary.json and runs.json in {})", args.out.display());
+        print!("{}", rliv::sim::paired_table(&pairs));
+        println!(
+            "(summary.json, paired.json and runs.json in {})",
+            args.out.display()
+        );
     }
     Ok(())
 }

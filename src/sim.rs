@@ -420,9 +420,69 @@ pub fn table(summaries: &[PolicySummary]) -> String {
     out
 }
 
+/// A paired comparison on the same worlds: per seed, `policy`'s metric over
+/// `baseline`'s, minus 1 (mean and 95% CI over the seeds, in percent).
+#[derive(Clone, Debug, Serialize)]
+pub struct Paired {
+    pub policy: String,
+    pub baseline: String,
+    pub metric: String,
+    pub seeds: usize,
+    pub mean_pct: f64,
+    pub ci_pct: f64,
+}
+
+/// Every policy against every other, on session length and watch time.
+pub fn paired(runs: &[RunResult], policies: &[String]) -> Vec<Paired> {
+    let mut out = Vec::new();
+    for p in policies {
+        for b in policies.iter().filter(|b| *b != p) {
+            for (metric, f) in METRICS.iter().take(2) {
+                let diffs: Vec<f64> = runs
+                    .iter()
+                    .filter(|r| &r.policy == p)
+                    .filter_map(|r| {
+                        let base = runs.iter().find(|x| &x.policy == b && x.seed == r.seed)?;
+                        let (x, y) = (f(&r.total), f(&base.total));
+                        (y > 0.0).then(|| 100.0 * (x / y - 1.0))
+                    })
+                    .collect();
+                if diffs.is_empty() {
+                    continue;
+                }
+                let (m, ci) = mean_ci(&diffs);
+                out.push(Paired {
+                    policy: p.clone(),
+                    baseline: b.clone(),
+                    metric: metric.to_string(),
+                    seeds: diffs.len(),
+                    mean_pct: m,
+                    ci_pct: ci,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// The paired comparisons of the first policy with every other.
+pub fn paired_table(p: &[Paired]) -> String {
+    let Some(first) = p.first().map(|x| x.policy.clone()) else {
+        return String::new();
+    };
+    let mut out = format!("{first} vs (same worlds, per-seed % difference, mean ± 95% CI):\n");
+    for x in p.iter().filter(|x| x.policy == first) {
+        out += &format!(
+            "  vs {:<14} {:<24} {:+7.1}% ± {:.1}% ({} seeds)\n",
+            x.baseline, x.metric, x.mean_pct, x.ci_pct, x.seeds
+        );
+    }
+    out
+}
+
 /// Runs every policy on every seed and writes `summary.json` and
 /// `runs.json` into `opts.out`.
-pub fn run(cfg: &Config, opts: &SimOptions) -> Result<Vec<PolicySummary>> {
+pub fn run(cfg: &Config, opts: &SimOptions) -> Result<(Vec<PolicySummary>, Vec<Paired>)> {
     if opts.policies.is_empty() || opts.seeds.is_empty() || opts.rounds == 0 {
         bail!("rliv sim needs at least one policy, one seed and one round");
     }
@@ -457,9 +517,11 @@ pub fn run(cfg: &Config, opts: &SimOptions) -> Result<Vec<PolicySummary>> {
         let p = opts.out.join(name);
         std::fs::write(&p, v.json()?).with_context(|| format!("writing {}", p.display()))
     };
+    let pairs = paired(&runs, &opts.policies);
     write("runs.json", &runs)?;
     write("summary.json", &summaries)?;
-    Ok(summaries)
+    write("paired.json", &pairs)?;
+    Ok((summaries, pairs))
 }
 
 mod erased {
@@ -482,8 +544,8 @@ mod tests {
     fn confidence_intervals_use_student_t() {
         let (m, ci) = mean_ci(&[1.0, 2.0, 3.0, 4.0, 5.0]);
         assert!((m - 3.0).abs() < 1e-12);
-        // sd = 1.5811, se = 0.7071, t(4) = 2.776.
-        assert!((ci - 2.776 * 0.707_106_78).abs() < 1e-6, "{ci}");
+        // sd = sqrt(2.5), se = sqrt(2.5 / 5) = sqrt(0.5), t(4) = 2.776.
+        assert!((ci - 2.776 * 0.5f64.sqrt()).abs() < 1e-9, "{ci}");
         assert_eq!(mean_ci(&[7.0]), (7.0, 0.0));
     }
 }

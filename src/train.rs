@@ -142,8 +142,7 @@ pub fn train_file(
     if skip > 0 {
         let (no_tx, _) = crossbeam_channel::bounded(1);
         let mut refill = |t: rliv_dataflows::event::Transition| {
-            let s = rliv_learner::buffer::Sample::from(&t);
-            learner.observe(&s);
+            let s = learner.sample(&t);
             ring.push(s);
         };
         rliv_learner::input::read_file(
