@@ -13,8 +13,12 @@ use rliv_learner::eval::{evaluate, TowerEval};
 
 /// Reads `transitions` (JSONL, `.gz` too; bad lines are counted and
 /// skipped), scores them with the newest checkpoint in `checkpoints` and
-/// returns the per-tower report under `gamma` (the model's own when `None`).
-pub fn run(transitions: &Path, checkpoints: &Path, gamma: Option<f64>) -> Result<Vec<TowerEval>> {
+/// returns the per-tower report and the `gamma` used (the model's own when `None`).
+pub fn run(
+    transitions: &Path,
+    checkpoints: &Path,
+    gamma: Option<f64>,
+) -> Result<(Vec<TowerEval>, f64)> {
     let (model, manifest, _) = checkpoint::load_newest_model(checkpoints)?
         .ok_or_else(|| anyhow!("no usable checkpoint in {}", checkpoints.display()))?;
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -35,7 +39,8 @@ pub fn run(transitions: &Path, checkpoints: &Path, gamma: Option<f64>) -> Result
     }
     let gamma = gamma.unwrap_or(manifest.config.gamma);
     let mut engine = Engine::new("auto", "cpu", 0).map_err(anyhow::Error::msg)?;
-    evaluate(&model, &mut engine, &ts, gamma).map_err(anyhow::Error::msg)
+    let report = evaluate(&model, &mut engine, &ts, gamma).map_err(anyhow::Error::msg)?;
+    Ok((report, gamma))
 }
 
 /// The report as a table.

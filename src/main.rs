@@ -478,12 +478,11 @@ fn run(cli: Cli) -> Result<()> {
             gamma,
             json,
         } => {
-            let report = rliv::eval_liv::run(&transitions, &checkpoints, gamma)?;
+            let (report, gamma) = rliv::eval_liv::run(&transitions, &checkpoints, gamma)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
-                let g = gamma.unwrap_or(f64::NAN);
-                print!("{}", rliv::eval_liv::table(&report, g));
+                print!("{}", rliv::eval_liv::table(&report, gamma));
             }
             Ok(())
         }
