@@ -21,6 +21,15 @@ pub fn start(
     dir: &Path,
     resume: bool,
 ) -> Result<(Learner, Option<serde_json::Value>)> {
+    // This process is the directory's writer: an interrupted write (a kill
+    // during a checkpoint) left a `.tmp` that no one will finish.
+    let removed = checkpoint::remove_unfinished(dir)?;
+    if removed > 0 {
+        eprintln!(
+            "learner: removed {removed} unfinished checkpoint(s) in {}",
+            dir.display()
+        );
+    }
     let existing = checkpoint::list(dir)?;
     if !resume {
         if let Some(newest) = existing.first() {

@@ -397,19 +397,32 @@ fn prune(dir: &Path, keep: usize) -> Result<(), CheckpointError> {
     for old in list(dir)?.into_iter().skip(keep.max(1)) {
         std::fs::remove_dir_all(&old).map_err(|e| file_err(&old, e))?;
     }
-    // Leftovers of interrupted writes.
-    if let Ok(rd) = std::fs::read_dir(dir) {
-        for e in rd.filter_map(|e| e.ok()) {
-            let p = e.path();
-            if p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with(".tmp"))
-            {
-                let _ = std::fs::remove_dir_all(&p);
-            }
+    remove_unfinished(dir)?;
+    Ok(())
+}
+
+/// Removes the leftovers of interrupted checkpoint writes (`ckpt-*.tmp`)
+/// in `dir`; returns how many. The one writer of a checkpoint directory
+/// calls it when it starts (and after each checkpoint): a reader must not,
+/// since a `.tmp` may be a write in progress.
+pub fn remove_unfinished(dir: &Path) -> Result<usize, CheckpointError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(file_err(dir, e)),
+    };
+    let mut removed = 0;
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("ckpt-") && n.ends_with(".tmp"))
+        {
+            std::fs::remove_dir_all(&p).map_err(|e| file_err(&p, e))?;
+            removed += 1;
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 /// Reads and verifies a checkpoint's manifest and files; returns the manifest

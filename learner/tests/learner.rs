@@ -474,3 +474,29 @@ fn a_corrupt_or_truncated_checkpoint_is_named_and_the_newest_good_one_is_used() 
     assert_eq!(manifest.step, 2);
     assert!(skipped[0].contains("manifest.json"), "{skipped:?}");
 }
+
+#[test]
+fn unfinished_checkpoint_writes_are_removed_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mk = |name: &str| std::fs::create_dir_all(dir.path().join(name)).expect("mkdir");
+    mk("ckpt-000000000407.tmp");
+    mk("ckpt-000000000400");
+    mk("notes.tmp");
+    std::fs::write(
+        dir.path().join("ckpt-000000000407.tmp/model.safetensors"),
+        b"half",
+    )
+    .expect("write");
+    assert_eq!(
+        rliv_learner::checkpoint::remove_unfinished(dir.path()).expect("remove"),
+        1
+    );
+    assert!(!dir.path().join("ckpt-000000000407.tmp").exists());
+    assert!(dir.path().join("ckpt-000000000400").exists());
+    assert!(dir.path().join("notes.tmp").exists());
+    // A missing directory has nothing to remove.
+    assert_eq!(
+        rliv_learner::checkpoint::remove_unfinished(&dir.path().join("absent")).expect("absent"),
+        0
+    );
+}
