@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 
 use rliv_dataflows::event::{Feats, Transition};
-use rliv_state::{FastMap, PairSnapshot, Rewards};
+use rliv_state::{FastMap, PairCounters, PairSnapshot, Rewards};
 
 use crate::embed::PairInput;
 use crate::rng::Rng;
@@ -68,19 +68,16 @@ pub fn expand(c: &[u32; 5], e: &Extra) -> PairSnapshot {
 /// `state` after one more interaction at `ts_ms` with `r` (the paper's
 /// Eq. 4 for the counters; totals added, the last exposure time moved).
 pub fn advance(state: &PairSnapshot, ts_ms: i64, r: &Rewards) -> PairSnapshot {
-    let mut n = *state;
-    if n.exposures == 0 {
-        n.first_ts_ms = ts_ms;
-    }
-    n.exposures += 1;
-    n.clicks += u64::from(r.click > 0.0);
-    n.watches += u64::from(r.watch > 0.0);
-    n.follows += u64::from(r.follow > 0.0);
-    n.gifts += u64::from(r.gift > 0.0);
-    n.watch_sec_total += r.watch;
-    n.gift_total += r.gift;
-    n.last_ts_ms = ts_ms;
-    n
+    // The pair store's own update, so the two can never disagree.
+    let mut c = PairCounters {
+        counts: state.counts(),
+        watch_sec_total: state.watch_sec_total,
+        gift_total: state.gift_total,
+        first_ts_ms: state.first_ts_ms,
+        last_ts_ms: state.last_ts_ms,
+    };
+    c.apply(ts_ms, r);
+    PairSnapshot::from(&c)
 }
 
 fn extra(s: &PairSnapshot, ts_ms: i64) -> Extra {

@@ -31,7 +31,14 @@ pub fn write_i64(out: &mut Vec<u8>, v: i64) {
 
 /// `{"exposures":4,"clicks":2,"watches":2,"follows":0,"gifts":0}`
 pub fn write_state_counts(out: &mut Vec<u8>, c: &StateCounts) {
-    out.extend_from_slice(b"{\"exposures\":");
+    out.push(b'{');
+    write_counts_fields(out, c);
+    out.push(b'}');
+}
+
+/// `"exposures":4,"clicks":2,"watches":2,"follows":0,"gifts":0`
+fn write_counts_fields(out: &mut Vec<u8>, c: &StateCounts) {
+    out.extend_from_slice(b"\"exposures\":");
     write_u64(out, c.exposures);
     out.extend_from_slice(b",\"clicks\":");
     write_u64(out, c.clicks);
@@ -41,24 +48,34 @@ pub fn write_state_counts(out: &mut Vec<u8>, c: &StateCounts) {
     write_u64(out, c.follows);
     out.extend_from_slice(b",\"gifts\":");
     write_u64(out, c.gifts);
-    out.push(b'}');
 }
 
 /// A transition's `state` / `next_state`: the five counters, then the
 /// additive fields (`watch_sec_total`, `gift_total`, `first_ts_ms`,
-/// `last_ts_ms`).
+/// `last_ts_ms`), as in a pair dump.
 pub fn write_pair_snapshot(out: &mut Vec<u8>, c: &PairSnapshot) {
-    write_state_counts(out, &c.counts());
-    out.pop(); // the closing brace
-    out.extend_from_slice(b",\"watch_sec_total\":");
-    write_f64(out, c.watch_sec_total);
-    out.extend_from_slice(b",\"gift_total\":");
-    write_f64(out, c.gift_total);
-    out.extend_from_slice(b",\"first_ts_ms\":");
-    write_i64(out, c.first_ts_ms);
-    out.extend_from_slice(b",\"last_ts_ms\":");
-    write_i64(out, c.last_ts_ms);
+    out.push(b'{');
+    write_counts_fields(out, &c.counts());
+    write_totals_and_times(
+        out,
+        c.watch_sec_total,
+        c.gift_total,
+        c.first_ts_ms,
+        c.last_ts_ms,
+    );
     out.push(b'}');
+}
+
+/// `,"watch_sec_total":..,"gift_total":..,"first_ts_ms":..,"last_ts_ms":..`
+fn write_totals_and_times(out: &mut Vec<u8>, watch: f64, gift: f64, first: i64, last: i64) {
+    out.extend_from_slice(b",\"watch_sec_total\":");
+    write_f64(out, watch);
+    out.extend_from_slice(b",\"gift_total\":");
+    write_f64(out, gift);
+    out.extend_from_slice(b",\"first_ts_ms\":");
+    write_i64(out, first);
+    out.extend_from_slice(b",\"last_ts_ms\":");
+    write_i64(out, last);
 }
 
 /// One pair dump line (contract "Pair dump"), newline included.
@@ -67,24 +84,15 @@ pub fn write_pair_jsonl(out: &mut Vec<u8>, k: &PairKey, c: &PairCounters) {
     write_u64(out, k.user_id);
     out.extend_from_slice(b",\"author_id\":");
     write_u64(out, k.author_id);
-    out.extend_from_slice(b",\"exposures\":");
-    write_u64(out, c.counts.exposures);
-    out.extend_from_slice(b",\"clicks\":");
-    write_u64(out, c.counts.clicks);
-    out.extend_from_slice(b",\"watches\":");
-    write_u64(out, c.counts.watches);
-    out.extend_from_slice(b",\"follows\":");
-    write_u64(out, c.counts.follows);
-    out.extend_from_slice(b",\"gifts\":");
-    write_u64(out, c.counts.gifts);
-    out.extend_from_slice(b",\"watch_sec_total\":");
-    write_f64(out, c.watch_sec_total);
-    out.extend_from_slice(b",\"gift_total\":");
-    write_f64(out, c.gift_total);
-    out.extend_from_slice(b",\"first_ts_ms\":");
-    write_i64(out, c.first_ts_ms);
-    out.extend_from_slice(b",\"last_ts_ms\":");
-    write_i64(out, c.last_ts_ms);
+    out.push(b',');
+    write_counts_fields(out, &c.counts);
+    write_totals_and_times(
+        out,
+        c.watch_sec_total,
+        c.gift_total,
+        c.first_ts_ms,
+        c.last_ts_ms,
+    );
     out.extend_from_slice(b"}\n");
 }
 
