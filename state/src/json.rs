@@ -55,27 +55,21 @@ fn write_counts_fields(out: &mut Vec<u8>, c: &StateCounts) {
 /// `last_ts_ms`), as in a pair dump.
 pub fn write_pair_snapshot(out: &mut Vec<u8>, c: &PairSnapshot) {
     out.push(b'{');
-    write_counts_fields(out, &c.counts());
-    write_totals_and_times(
-        out,
-        c.watch_sec_total,
-        c.gift_total,
-        c.first_ts_ms,
-        c.last_ts_ms,
-    );
+    write_snapshot_fields(out, c);
     out.push(b'}');
 }
 
-/// `,"watch_sec_total":..,"gift_total":..,"first_ts_ms":..,"last_ts_ms":..`
-fn write_totals_and_times(out: &mut Vec<u8>, watch: f64, gift: f64, first: i64, last: i64) {
+/// The counters, totals and times, without braces.
+fn write_snapshot_fields(out: &mut Vec<u8>, c: &PairSnapshot) {
+    write_counts_fields(out, &c.counts());
     out.extend_from_slice(b",\"watch_sec_total\":");
-    write_f64(out, watch);
+    write_f64(out, c.watch_sec_total);
     out.extend_from_slice(b",\"gift_total\":");
-    write_f64(out, gift);
+    write_f64(out, c.gift_total);
     out.extend_from_slice(b",\"first_ts_ms\":");
-    write_i64(out, first);
+    write_i64(out, c.first_ts_ms);
     out.extend_from_slice(b",\"last_ts_ms\":");
-    write_i64(out, last);
+    write_i64(out, c.last_ts_ms);
 }
 
 /// One pair dump line (contract "Pair dump"), newline included.
@@ -85,14 +79,7 @@ pub fn write_pair_jsonl(out: &mut Vec<u8>, k: &PairKey, c: &PairCounters) {
     out.extend_from_slice(b",\"author_id\":");
     write_u64(out, k.author_id);
     out.push(b',');
-    write_counts_fields(out, &c.counts);
-    write_totals_and_times(
-        out,
-        c.watch_sec_total,
-        c.gift_total,
-        c.first_ts_ms,
-        c.last_ts_ms,
-    );
+    write_snapshot_fields(out, &PairSnapshot::from(c));
     out.extend_from_slice(b"}\n");
 }
 
