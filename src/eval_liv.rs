@@ -21,12 +21,19 @@ pub fn run(
 ) -> Result<(Vec<TowerEval>, f64)> {
     let (model, manifest, _) = checkpoint::load_newest_model(checkpoints)?
         .ok_or_else(|| anyhow!("no usable checkpoint in {}", checkpoints.display()))?;
-    let (tx, rx) = crossbeam_channel::unbounded();
     let mut dead = Vec::new();
-    let stats = rliv_learner::input::read_file(transitions, 0, &tx, &mut |_| {}, &mut dead)
-        .with_context(|| format!("reading {}", transitions.display()))?;
-    drop(tx);
-    let ts: Vec<Transition> = rx.into_iter().collect();
+    let mut ts: Vec<Transition> = Vec::new();
+    let stats = rliv_learner::input::read_file(
+        transitions,
+        0,
+        &mut |t| {
+            ts.push(t);
+            true
+        },
+        &mut |_| {},
+        &mut dead,
+    )
+    .with_context(|| format!("reading {}", transitions.display()))?;
     if stats.bad > 0 {
         eprintln!(
             "eval-liv: {} bad lines in {} skipped",

@@ -9,6 +9,7 @@ pub mod bench_serve;
 pub mod config;
 pub mod eval_liv;
 pub mod gen;
+pub mod plot;
 pub mod run;
 pub mod serve;
 pub mod signal;

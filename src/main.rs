@@ -529,7 +529,8 @@ fn sim(cfg: &Config, args: SimArgs) -> Result<()> {
         print!("{}", rliv::sim::table(&summaries));
         print!("{}", rliv::sim::paired_table(&pairs));
         println!(
-            "(summary.json, paired.json and runs.json in {})",
+            "(summary.json, paired.json, runs.json and the learning curves, {}, in {})",
+            rliv::sim::CURVE_PNG,
             args.out.display()
         );
     }
@@ -580,9 +581,17 @@ fn replay(
     }
     let progress = Arc::new(Progress::default());
     req.progress = Some(progress.clone());
+    if !is_run {
+        // A run installs its own stop (`run::kafka_run`).
+        let stop = rliv::signal::install(
+            "replay: stopping at the next chunk boundary and committing (the same command resumes it)",
+        )
+        .context("installing the SIGTERM/SIGINT handlers")?;
+        req.stop = Some(stop.flag());
+    }
     let learner = match (args.train, &args.checkpoints) {
         (true, Some(dir)) => {
-            let (attached, tx) = rliv::train::attach(
+            let (attached, feed) = rliv::train::attach(
                 &cfg.learner,
                 dir,
                 args.resume,
@@ -590,7 +599,7 @@ fn replay(
                 cfg.replay.transitions_channel_capacity,
                 args.quiet,
             )?;
-            req.consumer = Some(tx);
+            req.learner = Some(feed);
             Some(attached)
         }
         _ => None,
@@ -679,10 +688,15 @@ fn print_summary(s: &Summary, what: &str) {
     }
     let g = |k: &str| s.run.get(k).copied().unwrap_or(0);
     let mut out = String::new();
-    out +=
-        &format!(
+    out += &format!(
         "{what} {}: {} input events in {:.2}s ({:.0} events/s, {} workers), peak RSS {:.0} MiB\n",
-        if s.resumed { "resumed and finished" } else { "finished" },
+        match (s.resumed, s.finished || what == "run") {
+            (true, true) => "resumed and finished",
+            (false, true) => "finished",
+            (true, false) =>
+                "resumed and stopped before the end of its input (the same command resumes it)",
+            (false, false) => "stopped before the end of its input (the same command resumes it)",
+        },
         g("lines"),
         s.elapsed_s,
         s.events_per_s,

@@ -628,6 +628,13 @@ fn training_metrics(out: &mut String, t: &rliv_learner::trainer::TrainProgress) 
     );
     metric(
         out,
+        "rliv_learner_refilled_total",
+        "counter",
+        "Logged transitions that refilled the sample buffer on start (already trained on).",
+        load(&t.refilled),
+    );
+    metric(
+        out,
         "rliv_learner_buffer_samples",
         "gauge",
         "Samples in the buffer.",

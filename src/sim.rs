@@ -186,18 +186,23 @@ impl Pipeline {
             .write_dir(&dir)
             .with_context(|| format!("writing {}", dir.display()))?;
         let lcfg: &LearnerConfig = &self.cfg.learner;
-        let learner = match checkpoint::resume(&self.checkpoints, lcfg)? {
-            Some((l, _, _)) => l,
-            None => Learner::new(lcfg).map_err(anyhow::Error::msg)?,
+        let (learner, consumed) = match checkpoint::resume(&self.checkpoints, lcfg)? {
+            Some((l, m, _)) => (l, m.input.get("log_position").and_then(|p| p.as_u64())),
+            None => (Learner::new(lcfg).map_err(anyhow::Error::msg)?, None),
         };
         let (tx, rx) =
             crossbeam_channel::bounded(self.cfg.replay.transitions_channel_capacity.max(1));
+        // Each round resumes the learner: the transition log refills its
+        // buffer, as in a continuous deployment that restarts daily.
+        let checkpointed = Arc::new(std::sync::atomic::AtomicU64::new(consumed.unwrap_or(0)));
         let opts = TrainOptions {
             checkpoints: Some(self.checkpoints.clone()),
             extra_updates: 0,
             input_position: Box::new(
-                |received| serde_json::json!({"kind": "sim", "transitions": received}),
+                |received, log| serde_json::json!({"kind": "sim", "transitions": received, "log_position": log}),
             ),
+            log_position: consumed,
+            checkpointed: Some(checkpointed.clone()),
             log: false,
         };
         let handle = trainer::spawn(learner, rx, opts, Arc::new(TrainProgress::default()))?;
@@ -209,7 +214,12 @@ impl Pipeline {
         req.join = self.cfg.join.clone();
         req.replay = self.cfg.replay.clone();
         req.store = self.cfg.state.clone();
-        req.consumer = Some(tx);
+        req.learner = Some(rliv_dataflows::feed::LearnerFeed {
+            tx,
+            consumed,
+            refill: lcfg.buffer_capacity as u64,
+            checkpointed,
+        });
         let replayed = run_replay(req);
         let trained = handle
             .join()
@@ -480,8 +490,11 @@ pub fn paired_table(p: &[Paired]) -> String {
     out
 }
 
-/// Runs every policy on every seed and writes `summary.json` and
-/// `runs.json` into `opts.out`.
+/// The learning-curve picture `rliv sim` writes into its `--out`.
+pub const CURVE_PNG: &str = "learning_curve.png";
+
+/// Runs every policy on every seed and writes `summary.json`, `runs.json`,
+/// `paired.json` and the learning curves (`learning_curve.png`) into `opts.out`.
 pub fn run(cfg: &Config, opts: &SimOptions) -> Result<(Vec<PolicySummary>, Vec<Paired>)> {
     if opts.policies.is_empty() || opts.seeds.is_empty() || opts.rounds == 0 {
         bail!("rliv sim needs at least one policy, one seed and one round");
@@ -521,6 +534,20 @@ pub fn run(cfg: &Config, opts: &SimOptions) -> Result<(Vec<PolicySummary>, Vec<P
     write("runs.json", &runs)?;
     write("summary.json", &summaries)?;
     write("paired.json", &pairs)?;
+    let curves: Vec<crate::plot::Curve> = summaries
+        .iter()
+        .map(|p| crate::plot::Curve {
+            policy: p.policy.clone(),
+            session_length: p.curve_session_length.clone(),
+            watch_time: p.curve_watch_time.clone(),
+        })
+        .collect();
+    let title = format!(
+        "rliv sim: {} seed(s) after {} warm-up day(s); mean and 95% CI over seeds",
+        opts.seeds.len(),
+        opts.warmup_rounds
+    );
+    crate::plot::learning_curves(&curves, &opts.out.join(CURVE_PNG), &title)?;
     Ok((summaries, pairs))
 }
 

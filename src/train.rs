@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use rliv_dataflows::feed::{Fed, LearnerFeed};
 use rliv_learner::checkpoint;
 use rliv_learner::trainer::{self, TrainOptions, TrainProgress, TrainSummary};
 use rliv_learner::{Learner, LearnerConfig};
@@ -90,8 +91,13 @@ pub fn print_summary(s: &TrainSummary) {
         None => vec!["-".into()],
     };
     eprintln!(
-        "train: {} transitions, {} updates in {:.1}s ({:.1} updates/s, {:.0} samples/s), last td error {}, {} checkpoints{}",
+        "train: {} transitions{}, {} updates in {:.1}s ({:.1} updates/s, {:.0} samples/s), last td error {}, {} checkpoints{}",
         s.received,
+        if s.refilled > 0 {
+            format!(" (buffer refilled with {})", s.refilled)
+        } else {
+            String::new()
+        },
         s.updates,
         s.seconds,
         s.updates_per_s,
@@ -149,7 +155,6 @@ pub fn train_file(
     // had consumed (the buffer itself is not checkpointed).
     let mut ring = rliv_learner::buffer::Ring::new(cfg.buffer_capacity);
     if skip > 0 {
-        let (no_tx, _) = crossbeam_channel::bounded(1);
         let mut refill = |t: rliv_dataflows::event::Transition| {
             let s = learner.sample(&t);
             ring.push(s);
@@ -157,7 +162,7 @@ pub fn train_file(
         rliv_learner::input::read_file(
             transitions,
             skip,
-            &no_tx,
+            &mut |_| false,
             &mut refill,
             &mut std::io::sink(),
         )
@@ -175,9 +180,15 @@ pub fn train_file(
                     .open(&reader_dead)
                     .with_context(|| format!("opening {}", reader_dead.display()))?,
             );
-            let stats =
-                rliv_learner::input::read_file(&reader_path, skip, &tx, &mut |_| {}, &mut dead)
-                    .with_context(|| format!("reading {}", reader_path.display()))?;
+            let mut send = |t| tx.send(Fed::New(t)).is_ok();
+            let stats = rliv_learner::input::read_file(
+                &reader_path,
+                skip,
+                &mut send,
+                &mut |_| {},
+                &mut dead,
+            )
+            .with_context(|| format!("reading {}", reader_path.display()))?;
             std::io::Write::flush(&mut dead)?;
             Ok(stats)
         })?;
@@ -186,8 +197,10 @@ pub fn train_file(
         checkpoints: Some(checkpoints.to_path_buf()),
         extra_updates,
         input_position: Box::new(
-            move |received| serde_json::json!({"kind": "file", "path": path_str, "transitions": base + received}),
+            move |received, _| serde_json::json!({"kind": "file", "path": path_str, "transitions": base + received}),
         ),
+        log_position: None,
+        checkpointed: None,
         log: !quiet,
     };
     let summary = trainer::run_with(&mut learner, ring, rx, &opts, progress)?;
@@ -224,30 +237,47 @@ pub fn attach(
     state: &Path,
     channel_capacity: usize,
     quiet: bool,
-) -> Result<(
-    Attached,
-    crossbeam_channel::Sender<rliv_dataflows::event::Transition>,
-)> {
+) -> Result<(Attached, LearnerFeed)> {
     let (learner, input) = start(cfg, checkpoints, resume)?;
     if !quiet {
         eprintln!("{}", describe(&learner));
     }
-    let base = input
-        .as_ref()
-        .and_then(|v| v.get("transitions"))
-        .and_then(|t| t.as_u64())
-        .unwrap_or(0);
+    let prior = input.as_ref().and_then(|v| {
+        v.get("transitions")
+            .and_then(|t| t.as_u64())
+            .map(|t| (t, v.get("log_position").and_then(|p| p.as_u64())))
+    });
+    let base = prior.map_or(0, |(t, _)| t);
+    // The log position the checkpoint covers. A checkpoint of a replay from
+    // before the transition log has none: it takes the log from where it stands.
+    let consumed = match prior {
+        Some((_, Some(p))) => Some(p),
+        Some((_, None)) => {
+            eprintln!("learner: the checkpoint records no transition log position (written by an older rliv); it takes only what the log still holds");
+            None
+        }
+        None => None,
+    };
     let state_str = state.display().to_string();
     let (tx, rx) = crossbeam_channel::bounded(channel_capacity.max(1));
     let progress = Arc::new(TrainProgress::default());
+    let checkpointed = Arc::new(std::sync::atomic::AtomicU64::new(consumed.unwrap_or(0)));
     let opts = TrainOptions {
         checkpoints: Some(checkpoints.to_path_buf()),
         extra_updates: 0,
         input_position: Box::new(
-            move |received| serde_json::json!({"kind": "replay", "state": state_str, "transitions": base + received}),
+            move |received, log| serde_json::json!({"kind": "replay", "state": state_str, "transitions": base + received, "log_position": log}),
         ),
+        log_position: consumed,
+        checkpointed: Some(checkpointed.clone()),
         log: !quiet,
     };
     let handle = trainer::spawn(learner, rx, opts, progress.clone())?;
-    Ok((Attached { handle, progress }, tx))
+    let feed = LearnerFeed {
+        tx,
+        consumed,
+        refill: cfg.buffer_capacity as u64,
+        checkpointed,
+    };
+    Ok((Attached { handle, progress }, feed))
 }

@@ -93,6 +93,10 @@ pub struct Chunk {
     pub commit: bool,
     /// The empty end-of-input marker.
     pub last: bool,
+    /// With `last`: the run was asked to stop (SIGTERM) before its input
+    /// ended: nothing is drained and the run is not finished.
+    #[serde(default)]
+    pub stopped: bool,
     /// Event-time progress of the whole source after this chunk, when the
     /// source has several partitions (the minimum over its live partitions);
     /// `None`: the chunk's newest record is the source's progress.

@@ -88,6 +88,13 @@ pub struct Checkpoint {
     /// Exposures still open (kept for the next run with `--keep-open`).
     pub open_exposures: u64,
     pub commits: u64,
+    /// The transition log (the learner's durable input, see [`crate::feed`]):
+    /// its oldest kept entry and its end (the next sequence number), both
+    /// committed with the counters.
+    #[serde(default)]
+    pub log_start: u64,
+    #[serde(default)]
+    pub log_end: u64,
 }
 
 impl Checkpoint {
@@ -100,9 +107,15 @@ impl Checkpoint {
         transitions: Option<&Path>,
         dead_letters: &Path,
     ) -> Checkpoint {
-        let (counters, next_epoch, open_exposures, commits) = match previous {
-            Some(p) => (p.counters, p.next_epoch, p.open_exposures, p.commits),
-            None => (Counters::default(), 0, 0, 0),
+        let (counters, next_epoch, open_exposures, commits, log) = match previous {
+            Some(p) => (
+                p.counters,
+                p.next_epoch,
+                p.open_exposures,
+                p.commits,
+                (p.log_start, p.log_end),
+            ),
+            None => (Counters::default(), 0, 0, 0, (0, 0)),
         };
         let output = |p: &Path| OutputPos {
             path: p.display().to_string(),
@@ -122,6 +135,8 @@ impl Checkpoint {
             dead_letters: output(dead_letters),
             open_exposures,
             commits,
+            log_start: log.0,
+            log_end: log.1,
         }
     }
 
@@ -164,11 +179,15 @@ pub struct ReplayRequest {
     pub store: StoreOptions,
     /// Replay files that this state already finished replaying.
     pub allow_repeat: bool,
-    /// In-process consumer of transitions (bounded: it slows the job when full).
-    pub consumer: Option<Sender<Transition>>,
+    /// An in-process learner (`--train`): the job logs its transitions in
+    /// the state and feeds it (bounded: it slows the job when full).
+    pub learner: Option<crate::feed::LearnerFeed>,
     pub progress: Option<Arc<Progress>>,
     /// Read Kafka topics instead of files (`rliv run`).
     pub kafka: Option<KafkaRun>,
+    /// Set to stop a file replay at the next chunk boundary: it commits
+    /// there, unfinished, and the same command resumes it.
+    pub stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A run on Kafka topics.
@@ -196,9 +215,10 @@ impl ReplayRequest {
             replay: ReplayConfig::default(),
             store: StoreOptions::default(),
             allow_repeat: false,
-            consumer: None,
+            learner: None,
             progress: None,
             kafka: None,
+            stop: None,
         }
     }
 }
@@ -214,6 +234,9 @@ pub struct Summary {
     /// The state had already finished exactly these inputs: nothing was done
     /// (`--allow-repeat` replays them again).
     pub up_to_date: bool,
+    /// The run read all of its input (false: it was stopped, and the same
+    /// command resumes it).
+    pub finished: bool,
     pub epochs: u64,
     pub commits: u64,
     /// Wall time of this process's part of the run.
@@ -251,6 +274,23 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
 
     let store = Arc::new(Store::open(&req.state_dir, &req.store)?);
     let previous = Checkpoint::load(&store)?;
+    // The learner first gets what the state committed that its checkpoint
+    // does not cover (and its buffer's refill), whatever this run then does.
+    if let Some(feed) = &req.learner {
+        let (start, end) = previous
+            .as_ref()
+            .map_or((0, 0), |cp| (cp.log_start, cp.log_end));
+        let b = crate::feed::send_backlog(&store, feed, start, end)
+            .map_err(|e| JobError::Resume(format!("the learner's input: {e}")))?;
+        if b.refilled > 0 || b.resent > 0 {
+            tracing::info!(
+                "transition log: refilled the learner's buffer with {} transitions; resent {} committed after its checkpoint (from entry {})",
+                b.refilled,
+                b.resent,
+                b.from
+            );
+        }
+    }
     let dead_path = req
         .dead_letters
         .clone()
@@ -311,6 +351,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
                     open_exposures: cp.open_exposures,
                     resumed: false,
                     up_to_date: true,
+                    finished: true,
                     epochs: cp.next_epoch,
                     commits: cp.commits,
                     elapsed_s: started.elapsed().as_secs_f64(),
@@ -395,7 +436,10 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         transitions: transitions_out,
         dead: dead_out,
         file_names: file_names.clone(),
-        consumer: req.consumer.clone(),
+        learner: req.learner.clone(),
+        logging: req.learner.is_some(),
+        pending_log: Vec::new(),
+        pending_feed: Vec::new(),
         durable_before: durable_before.clone(),
         done_before: done_before.clone(),
         progress: progress.clone(),
@@ -442,7 +486,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
             || kafka
                 .as_ref()
                 .is_some_and(|k| !k.cfg.transitions_topic.is_empty()),
-        records: req.consumer.is_some(),
+        records: req.learner.is_some(),
     };
     let start = JoinStart {
         snapshots,
@@ -450,6 +494,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         watermark: progress.watermark_ms.clone(),
     };
     let worker_abort = abort.clone();
+    let stop = req.stop.clone();
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
         // Worker 0 takes the reader; a poisoned lock still holds it.
@@ -466,6 +511,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         let cfg = cfg.clone();
         let join_cfg = join_cfg.clone();
         let start = start.clone();
+        let stop = stop.clone();
         worker.dataflow::<u64, _, _>(move |scope| {
             let chunks = read_input(
                 scope,
@@ -474,6 +520,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
                 tx.clone(),
                 done_before,
                 abort.clone(),
+                stop.clone(),
             );
             chunks
                 .parse_chunks()
@@ -514,6 +561,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         open_exposures: cp.open_exposures,
         resumed,
         up_to_date: false,
+        finished: cp.finished,
         epochs: cp.next_epoch,
         commits: cp.commits,
         elapsed_s: elapsed,
@@ -545,6 +593,7 @@ fn read_input<'scope>(
     tx: Sender<Report>,
     done_before: Arc<AtomicU64>,
     abort: Arc<Abort>,
+    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> timely::dataflow::Stream<'scope, u64, Vec<Chunk>> {
     source(scope, "ReadInput", move |cap, info| {
         let activator = scope.activator_for(info.address);
@@ -574,7 +623,8 @@ fn read_input<'scope>(
                     activator.activate_after(Duration::from_micros(300));
                     return;
                 }
-                let next = match r.next() {
+                let stopping = stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+                let next = match if stopping { Ok(Next::End) } else { r.next() } {
                     Ok(next) => next,
                     Err(e) => {
                         abort.raise(e.to_string());
@@ -597,7 +647,8 @@ fn read_input<'scope>(
                             epoch,
                             commit: true,
                             last: true,
-                            exhausted_after: [r.exhausts_at_end(); 2],
+                            stopped: stopping,
+                            exhausted_after: [r.exhausts_at_end() && !stopping; 2],
                             ..Chunk::default()
                         };
                         (chunk, true)
@@ -611,6 +662,7 @@ fn read_input<'scope>(
                     positions: r.positions(),
                     commit: chunk.commit,
                     last,
+                    stopped: chunk.stopped,
                 }));
                 c.downgrade(&epoch);
                 output.session(c).give(chunk);
@@ -701,7 +753,14 @@ struct Committer {
     transitions: Option<OutputFile>,
     dead: OutputFile,
     file_names: Vec<(Source, String)>,
-    consumer: Option<Sender<Transition>>,
+    /// The learner: fed each commit's transitions once they are durable.
+    learner: Option<crate::feed::LearnerFeed>,
+    /// Transitions go into the log (a learner is attached; stays on if it
+    /// hangs up, so that a resumed learner gets them back).
+    logging: bool,
+    /// This commit's log entries and the transitions they hold.
+    pending_log: Vec<(u64, Vec<u8>)>,
+    pending_feed: Vec<(u64, Transition)>,
     durable_before: Arc<AtomicU64>,
     done_before: Arc<AtomicU64>,
     progress: Arc<Progress>,
@@ -845,7 +904,7 @@ impl Committer {
                 self.workers
             )));
         }
-        self.cp.finished = mark.last;
+        self.cp.finished = mark.last && !mark.stopped;
         self.cp.commits += 1;
         // A snapshot that does not decode would be restored as an empty
         // window on resume: fail the commit instead of counting it as zero.
@@ -884,10 +943,23 @@ impl Committer {
             key.extend_from_slice(format!("{w:05}").as_bytes());
             commit.meta_puts.push((key, s));
         }
+        commit.log_puts = std::mem::take(&mut self.pending_log);
+        if let Some(feed) = &self.learner {
+            let cut = crate::feed::truncate_below(feed, self.cp.log_end);
+            if cut > self.cp.log_start {
+                commit.log_delete = Some(self.cp.log_start..cut);
+                self.cp.log_start = cut;
+            }
+        }
         let cp = serde_json::to_vec(&self.cp).map_err(|e| JobError::Aborted(e.to_string()))?;
         commit.meta_puts.push((CHECKPOINT_KEY.to_vec(), cp));
+        crate::failpoint::hit("job.before_commit");
         self.store.commit(commit)?;
+        crate::failpoint::hit("job.after_commit");
         self.durable_before.store(epoch + 1, Ordering::Release);
+        // Only now may the learner see them: a crash before this commit
+        // replays them, and the learner must not have taken them yet.
+        self.feed_committed();
         if let Some(sink) = &self.sink {
             sink.commit_offsets(&self.cp.offsets);
         }
@@ -938,7 +1010,7 @@ impl Committer {
                 out.write(&batch.lines[start..batch.ends[i] as usize])?;
             }
         }
-        if let Some(consumer) = &self.consumer {
+        if self.logging {
             let mut records: Vec<Vec<Option<Transition>>> = batches
                 .iter_mut()
                 .map(|b| {
@@ -950,15 +1022,33 @@ impl Committer {
                 .collect();
             for (b, i) in order {
                 if let Some(t) = records[b][i].take() {
-                    if consumer.send(t).is_err() {
-                        // The consumer hung up: keep replaying, stop feeding it.
-                        self.consumer = None;
-                        break;
-                    }
+                    let seq = self.cp.log_end;
+                    let bytes = crate::feed::encode(&t)
+                        .map_err(|e| JobError::Aborted(format!("encoding a transition: {e}")))?;
+                    self.pending_log.push((seq, bytes));
+                    self.pending_feed.push((seq, t));
+                    // Committed with the next commit (the checkpoint is
+                    // only written then).
+                    self.cp.log_end = seq + 1;
                 }
             }
         }
         Ok(())
+    }
+
+    /// Hands the learner the transitions the last commit made durable.
+    fn feed_committed(&mut self) {
+        let pending = std::mem::take(&mut self.pending_feed);
+        let Some(feed) = &self.learner else { return };
+        for (seq, t) in pending {
+            if feed.tx.send(crate::feed::Fed::Logged(seq, t)).is_err() {
+                // The learner hung up (it failed; the run reports it): keep
+                // logging, so that a resumed learner gets these back.
+                tracing::warn!("the learner stopped taking transitions at log entry {seq}");
+                self.learner = None;
+                break;
+            }
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! `rliv-dataflows`: the streaming core of rliv.
 //!
-//! Exposures and delayed actions (JSONL, contract `shared/contract/EVENTS.md`)
+//! Exposures and delayed actions (JSONL, contract `docs/contract/EVENTS.md`)
 //! flow through a timely dataflow keyed first by exposure `(request_id,
 //! item_id)` for the label join, then by `(user_id, author_id)` for the pair
 //! state, producing the paper's Adjacent State Approximation transitions
@@ -13,10 +13,13 @@
 //! - [`operators`]: the timely operators around them.
 //! - [`job`]: the replay job and its committer (exactly-once pair state).
 //! - [`kafka`]: Kafka topics as input (offsets committed with the state) and output.
+//! - [`feed`]: the learner's durable input (the transition log in the state).
 
 pub mod config;
 pub mod event;
+pub mod failpoint;
 mod fastjson;
+pub mod feed;
 pub mod input;
 pub mod job;
 pub mod join;

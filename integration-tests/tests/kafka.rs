@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{rliv_bin, s};
+use common::{newest_manifest, rliv_bin, s};
 use rliv::tansu::Broker;
 use rliv_dataflows::metrics::Counter;
 use std::path::{Path, PathBuf};
@@ -369,6 +369,92 @@ fn restarts_lose_and_double_nothing(prefix: &str, exposures: u32, outages: usize
     let what = format!("{outages} broker restart(s) mid-run");
     assert_same_dump(&dump(&env, &state), &reference, &what);
     assert_same_counters(&counters(&env, &state), &reference_counters, &what);
+}
+
+#[test]
+fn a_killed_run_with_training_gives_the_learner_every_transition_once() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Broker::start(&dir.path().join("broker")).expect("start tansu");
+    let mut env = Env::new(&broker, "learn");
+    for (k, v) in [
+        ("RLIV__LEARNER__ID_ROWS", "4096"),
+        ("RLIV__LEARNER__FEATURE_ROWS", "1024"),
+        ("RLIV__LEARNER__MIN_BUFFER", "500"),
+        ("RLIV__LEARNER__BUFFER_CAPACITY", "3000"),
+        ("RLIV__LEARNER__BATCH_SIZE", "64"),
+        ("RLIV__LEARNER__UPDATES_PER_TRANSITION", "0.01"),
+        ("RLIV__LEARNER__CHECKPOINT_EVERY_UPDATES", "30"),
+        ("RLIV__REPLAY__TRANSITIONS_CHANNEL_CAPACITY", "256"),
+    ] {
+        env.vars.push((k.into(), v.into()));
+    }
+    load(&env, dir.path(), 2, 20_000);
+    let args = |state: &Path, ck: &Path| -> Vec<String> {
+        [
+            "run",
+            "-q",
+            "--json",
+            "--until-end",
+            "--drain-at-end",
+            "--state",
+            s(state),
+            "-w",
+            "2",
+            "--train",
+            "--checkpoints",
+            s(ck),
+            "--resume",
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let (whole, whole_ck) = (dir.path().join("whole"), dir.path().join("whole-ck"));
+    let a = args(&whole, &whole_ck);
+    let out = env.ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("run --json");
+    let total = summary["run"]["transitions"].as_u64().expect("transitions");
+    assert!(total > 15_000, "{summary}");
+    assert_eq!(
+        newest_manifest(&whole_ck).expect("a checkpoint")["input"]["transitions"].as_u64(),
+        Some(total)
+    );
+
+    let (state, ck) = (dir.path().join("killed"), dir.path().join("killed-ck"));
+    let a = args(&state, &ck);
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    for point in [
+        "job.after_commit:3",
+        "learner.checkpoint_write:1",
+        "learner.after_checkpoint:1",
+        "learner.input_ended:1",
+    ] {
+        let out = env
+            .cmd(&a)
+            .env("RLIV_FAILPOINT", point)
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(&format!("failpoint {point}")),
+            "the failpoint {point} was not reached ({}): {err}",
+            out.status
+        );
+    }
+    let out = env.ok(&a);
+    let m = newest_manifest(&ck).expect("a checkpoint");
+    assert_eq!(
+        m["input"]["transitions"].as_u64(),
+        Some(total),
+        "transitions the learner took across 4 kills: {m}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(m["input"]["log_position"].as_u64(), Some(total), "{m}");
+    assert_same_dump(
+        &dump(&env, &state),
+        &dump(&env, &whole),
+        "pair dump across learner kills",
+    );
 }
 
 #[test]

@@ -12,9 +12,60 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The contract's examples, vendored into `docs/contract/` (kept identical
+/// to the shared contract by `vendored_contract_is_the_shared_one`).
 fn contract_examples() -> PathBuf {
     let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    here.join("../../shared/contract/examples")
+    here.join("../docs/contract/examples")
+}
+
+/// Every file of `dir`, relative path -> bytes.
+fn files_under(dir: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read dir") {
+            let p = e.expect("entry").path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).expect("under dir").to_path_buf();
+                out.insert(rel, std::fs::read(&p).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn vendored_contract_is_the_shared_one() {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let vendored = files_under(&here.join("../docs/contract"));
+    assert!(
+        vendored.contains_key(Path::new("EVENTS.md")),
+        "docs/contract/EVENTS.md is missing"
+    );
+    assert!(vendored.contains_key(Path::new("examples/exposures.jsonl")));
+    // Where the shared contract sits beside this checkout (the project's own
+    // machines), the vendored copy must be byte-identical to it.
+    let shared = here.join("../../shared/contract");
+    if shared.join("EVENTS.md").exists() {
+        let shared = files_under(&shared);
+        for (name, bytes) in &shared {
+            assert!(
+                vendored.get(name) == Some(bytes),
+                "docs/contract/{} differs from the shared contract: copy it again",
+                name.display()
+            );
+        }
+        for name in vendored.keys() {
+            assert!(
+                shared.contains_key(name),
+                "docs/contract/{} is not in the shared contract",
+                name.display()
+            );
+        }
+    }
 }
 
 fn rliv(args: &[&str], envs: &[(&str, &str)]) -> Output {
@@ -39,10 +90,6 @@ fn json_lines(text: &str) -> Vec<serde_json::Value> {
 #[test]
 fn contract_examples_give_the_documented_pairs_transition_and_dead_letters() {
     let ex = contract_examples();
-    if !ex.exists() {
-        eprintln!("skipping: {} is not beside this checkout", ex.display());
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     let t = dir.path().join("t.jsonl");

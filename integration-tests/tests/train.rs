@@ -4,8 +4,8 @@
 
 mod common;
 
-use common::{ok, rliv_bin, s};
-use std::path::{Path, PathBuf};
+use common::{checkpoints, ok, rliv_bin, s};
+use std::path::Path;
 use std::process::{Command, Output};
 
 /// A small model and a low update ratio threshold, so tests take seconds.
@@ -25,20 +25,6 @@ fn rliv(args: &[&str]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run rliv")
-}
-
-fn checkpoints(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("read dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("ckpt-") && !n.ends_with(".tmp"))
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 fn step_of(ckpt: &Path) -> u64 {

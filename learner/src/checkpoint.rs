@@ -362,6 +362,7 @@ pub fn save(l: &Learner, dir: &Path, input: serde_json::Value) -> Result<PathBuf
         .and_then(|_| f.sync_all())
         .map_err(|e| file_err(&mpath, e))?;
     sync_dir(&tmp)?;
+    rliv_dataflows::failpoint::hit("learner.checkpoint_write");
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| file_err(&final_dir, e))?;
     }
@@ -369,6 +370,24 @@ pub fn save(l: &Learner, dir: &Path, input: serde_json::Value) -> Result<PathBuf
     sync_dir(dir)?;
     prune(dir, l.model.cfg.keep_checkpoints)?;
     Ok(final_dir)
+}
+
+/// Rewrites the input position of the finished checkpoint `ckpt` (whose
+/// model is unchanged: no update since it was written), atomically: the new
+/// manifest is written beside the old one and renamed over it.
+pub fn record_input(ckpt: &Path, input: serde_json::Value) -> Result<(), CheckpointError> {
+    let mpath = ckpt.join(MANIFEST);
+    let bytes = std::fs::read(&mpath).map_err(|e| file_err(&mpath, e))?;
+    let mut manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| file_err(&mpath, e))?;
+    manifest.input = input;
+    let next = ckpt.join(format!("{MANIFEST}.new"));
+    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| file_err(&next, e))?;
+    let mut f = File::create(&next).map_err(|e| file_err(&next, e))?;
+    f.write_all(&text)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| file_err(&next, e))?;
+    std::fs::rename(&next, &mpath).map_err(|e| file_err(&mpath, e))?;
+    sync_dir(ckpt)
 }
 
 /// Checkpoint directories in `dir`, newest first (unfinished `.tmp` ones excluded).

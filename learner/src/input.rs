@@ -5,7 +5,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-use crossbeam_channel::Sender;
 use rliv_dataflows::event::Transition;
 
 #[derive(Clone, Debug, Default)]
@@ -16,15 +15,15 @@ pub struct ReadStats {
     pub bad: u64,
 }
 
-/// Sends the transitions of `path` to `tx`, skipping the first `skip` valid
+/// Hands the transitions of `path` to `send`, skipping the first `skip` valid
 /// ones (a resumed run already trained on them; `skipped` receives those, to
 /// refill the sample buffer). Bad lines before the skip point were reported
 /// by the earlier run and are not reported again. Stops early, without
-/// error, if the receiver hangs up.
+/// error, when `send` returns false (its receiver hung up).
 pub fn read_file(
     path: &Path,
     skip: u64,
-    tx: &Sender<Transition>,
+    send: &mut dyn FnMut(Transition) -> bool,
     skipped: &mut dyn FnMut(Transition),
     dead: &mut dyn Write,
 ) -> std::io::Result<ReadStats> {
@@ -50,7 +49,7 @@ pub fn read_file(
                     skipped(t);
                     continue;
                 }
-                if tx.send(t).is_err() {
+                if !send(t) {
                     break;
                 }
                 stats.sent += 1;

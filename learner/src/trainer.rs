@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rliv_dataflows::event::Transition;
+use rliv_dataflows::feed::Fed;
 
 use crate::buffer::Ring;
 use crate::checkpoint;
@@ -24,6 +25,8 @@ use crate::learner::{Learner, StepStats};
 #[derive(Default)]
 pub struct TrainProgress {
     pub received: AtomicU64,
+    /// Transitions the buffer was refilled with on start (already trained on).
+    pub refilled: AtomicU64,
     pub updates: AtomicU64,
     pub buffer_len: AtomicU64,
     pub buffer_capacity: AtomicU64,
@@ -40,8 +43,15 @@ pub struct TrainOptions {
     /// Updates drawn from the buffer after the input ended.
     pub extra_updates: u64,
     /// The input position recorded in each checkpoint's manifest, given the
-    /// number of transitions received so far.
-    pub input_position: Box<dyn Fn(u64) -> serde_json::Value + Send>,
+    /// number of transitions received so far and the transition log position
+    /// (the next sequence number wanted; `None` without a log).
+    pub input_position: Box<dyn Fn(u64, Option<u64>) -> serde_json::Value + Send>,
+    /// The log position the resumed checkpoint covers (`None`: a fresh
+    /// learner, or an input without a log).
+    pub log_position: Option<u64>,
+    /// Set to the log position of each checkpoint once it is written (the
+    /// job truncates the log behind it).
+    pub checkpointed: Option<Arc<AtomicU64>>,
     /// Print a progress line every `log_every_secs`.
     pub log: bool,
 }
@@ -49,6 +59,8 @@ pub struct TrainOptions {
 #[derive(Clone, Debug)]
 pub struct TrainSummary {
     pub received: u64,
+    /// Transitions that refilled the buffer on start.
+    pub refilled: u64,
     pub updates: u64,
     pub seconds: f64,
     pub updates_per_s: f64,
@@ -65,6 +77,8 @@ pub enum TrainError {
     Step(String),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
+    #[error("the learner's input: {0}")]
+    Input(String),
 }
 
 struct Run<'a> {
@@ -74,10 +88,15 @@ struct Run<'a> {
     ring: Ring,
     updates: u64,
     received: u64,
+    refilled: u64,
+    /// The next transition log entry wanted.
+    log_position: Option<u64>,
     owed: f64,
     last: Option<StepStats>,
     last_ckpt: Instant,
     last_ckpt_step: u64,
+    /// (received, log position) the newest checkpoint records.
+    recorded: Option<(u64, Option<u64>)>,
     last_log: Instant,
     log_updates: u64,
     written: u64,
@@ -85,6 +104,33 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
+    fn take(&mut self, msg: Fed) -> Result<(), TrainError> {
+        match msg {
+            Fed::Refill(t) => {
+                let s = self.learner.sample(&t);
+                self.ring.push(s);
+                self.refilled += 1;
+                self.progress
+                    .refilled
+                    .store(self.refilled, Ordering::Relaxed);
+            }
+            Fed::New(t) => self.push(&t),
+            Fed::Logged(seq, t) => {
+                // Exactly once: the log's entries arrive in order, each once.
+                if let Some(want) = self.log_position {
+                    if seq != want {
+                        return Err(TrainError::Input(format!(
+                            "expected transition log entry {want}, got {seq}"
+                        )));
+                    }
+                }
+                self.log_position = Some(seq + 1);
+                self.push(&t);
+            }
+        }
+        Ok(())
+    }
+
     fn push(&mut self, t: &Transition) {
         let s = self.learner.sample(t);
         self.ring.push(s);
@@ -136,10 +182,30 @@ impl Run<'_> {
         let Some(dir) = self.opts.checkpoints.as_ref() else {
             return Ok(());
         };
-        if self.learner.step == self.last_ckpt_step && self.written > 0 {
-            return Ok(());
+        let covers = (self.received, self.log_position);
+        let input = (self.opts.input_position)(self.received, self.log_position);
+        let path = if self.learner.step == self.last_ckpt_step {
+            // No update since this step's checkpoint: the model is the same,
+            // only the input it covers may have moved.
+            if self.recorded == Some(covers) {
+                return Ok(());
+            }
+            let existing = dir.join(checkpoint::dir_name(self.learner.step));
+            if !existing.join("manifest.json").exists() {
+                // A fresh learner without an update: nothing to keep yet
+                // (what it received comes back on the next start).
+                return Ok(());
+            }
+            checkpoint::record_input(&existing, input)?;
+            existing
+        } else {
+            checkpoint::save(self.learner, dir, input)?
+        };
+        self.recorded = Some(covers);
+        rliv_dataflows::failpoint::hit("learner.after_checkpoint");
+        if let (Some(at), Some(pos)) = (&self.opts.checkpointed, self.log_position) {
+            at.store(pos, Ordering::Release);
         }
-        let path = checkpoint::save(self.learner, dir, (self.opts.input_position)(self.received))?;
         self.written += 1;
         self.last_ckpt = Instant::now();
         self.last_ckpt_step = self.learner.step;
@@ -192,7 +258,7 @@ impl Run<'_> {
 /// done), then writes a final checkpoint. `progress` is updated as it goes.
 pub fn run(
     learner: &mut Learner,
-    rx: Receiver<Transition>,
+    rx: Receiver<Fed>,
     opts: &TrainOptions,
     progress: &TrainProgress,
 ) -> Result<TrainSummary, TrainError> {
@@ -205,7 +271,7 @@ pub fn run(
 pub fn run_with(
     learner: &mut Learner,
     ring: Ring,
-    rx: Receiver<Transition>,
+    rx: Receiver<Fed>,
     opts: &TrainOptions,
     progress: &TrainProgress,
 ) -> Result<TrainSummary, TrainError> {
@@ -222,10 +288,13 @@ pub fn run_with(
         progress,
         updates: 0,
         received: 0,
+        refilled: 0,
+        log_position: opts.log_position,
         owed: 0.0,
         last: None,
         last_ckpt: Instant::now(),
         last_ckpt_step: start_step,
+        recorded: None,
         last_log: Instant::now(),
         log_updates: 0,
         written: 0,
@@ -241,14 +310,14 @@ pub fn run_with(
             Duration::from_millis(100)
         };
         match rx.recv_timeout(wait) {
-            Ok(t) => run.push(&t),
+            Ok(m) => run.take(m)?,
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => open = false,
         }
         // Drain what is waiting (bounded, so updates keep their ratio).
         for _ in 0..8192 {
             match rx.try_recv() {
-                Ok(t) => run.push(&t),
+                Ok(m) => run.take(m)?,
                 Err(_) => break,
             }
         }
@@ -269,13 +338,17 @@ pub fn run_with(
             run.update()?;
         }
     }
-    if run.updates > 0 {
+    rliv_dataflows::failpoint::hit("learner.input_ended");
+    // The final checkpoint covers all the input taken, updates or not (a
+    // fresh learner without an update writes none).
+    if run.updates > 0 || run.received > 0 {
         run.checkpoint()?;
     }
     run.maybe_log(true);
     let seconds = started.elapsed().as_secs_f64();
     Ok(TrainSummary {
         received: run.received,
+        refilled: run.refilled,
         updates: run.updates,
         seconds,
         updates_per_s: run.updates as f64 / seconds.max(1e-9),
@@ -291,7 +364,7 @@ pub fn run_with(
 /// the summary when the channel's senders are gone and training finished.
 pub fn spawn(
     mut learner: Learner,
-    rx: Receiver<Transition>,
+    rx: Receiver<Fed>,
     opts: TrainOptions,
     progress: Arc<TrainProgress>,
 ) -> std::io::Result<std::thread::JoinHandle<Result<(Learner, TrainSummary), TrainError>>> {

@@ -1,7 +1,10 @@
 //! The RocksDB pair store: column family `pairs` (key: user_id ++ author_id
 //! big-endian, value: [`PairCounters`] compact encoding) and `meta` (the job's
 //! input positions, window snapshots and counters, written in the same
-//! `WriteBatch` as the pair counters they produced).
+//! `WriteBatch` as the pair counters they produced), and `transition_log`
+//! (key: sequence number big-endian, value: one ASA transition, opaque to
+//! this crate): the learner's durable input, written in the commit that
+//! produced it and truncated only behind the learner's newest checkpoint.
 
 use std::path::{Path, PathBuf};
 
@@ -14,6 +17,7 @@ use crate::{PairCounters, PairKey, StateError};
 
 const CF_PAIRS: &str = "pairs";
 const CF_META: &str = "meta";
+const CF_LOG: &str = "transition_log";
 
 /// Tuning of the RocksDB instance (section `[state]` of the config).
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -51,6 +55,10 @@ pub struct Commit {
     /// Meta keys whose prefix is deleted before `meta_puts` are written.
     pub meta_delete_prefixes: Vec<Vec<u8>>,
     pub meta_puts: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Transition log entries (sequence number, encoded transition).
+    pub log_puts: Vec<(u64, Vec<u8>)>,
+    /// Log entries with sequence numbers in this range are deleted.
+    pub log_delete: Option<std::ops::Range<u64>>,
 }
 
 pub struct Store {
@@ -79,6 +87,7 @@ impl Store {
             return Err(StateError::NotAStore(path.to_path_buf()));
         }
         let (db_opts, cfs) = options(&StoreOptions::default())?;
+        let cfs = existing(&db_opts, path, cfs);
         let db = DB::open_cf_descriptors_read_only(&db_opts, path, cfs, false)
             .map_err(|e| StateError::open(path, e))?;
         Ok(Store {
@@ -97,6 +106,7 @@ impl Store {
             return Err(StateError::NotAStore(path.to_path_buf()));
         }
         let (mut db_opts, cfs) = options(&StoreOptions::default())?;
+        let cfs = existing(&db_opts, path, cfs);
         // A secondary keeps every file open: it cannot follow file deletions otherwise.
         db_opts.set_max_open_files(-1);
         std::fs::create_dir_all(secondary)
@@ -187,6 +197,17 @@ impl Store {
         for (k, v) in &commit.meta_puts {
             batch.put_cf(meta, k, v);
         }
+        if !commit.log_puts.is_empty() || commit.log_delete.is_some() {
+            let log = self.cf(CF_LOG)?;
+            if let Some(r) = &commit.log_delete {
+                if r.start < r.end {
+                    batch.delete_range_cf(log, r.start.to_be_bytes(), r.end.to_be_bytes());
+                }
+            }
+            for (seq, v) in &commit.log_puts {
+                batch.put_cf(log, seq.to_be_bytes(), v);
+            }
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync);
         self.db.write_opt(batch, &wo).map_err(StateError::Db)
@@ -219,6 +240,32 @@ impl Store {
         }))
     }
 
+    /// Iterates the transition log from sequence number `from` (inclusive)
+    /// to `to` (exclusive), in order. A store written before the log existed
+    /// (opened read-only) has an empty log.
+    pub fn read_log(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<impl Iterator<Item = Result<(u64, Vec<u8>), StateError>> + '_, StateError> {
+        let cf = self.db.cf_handle(CF_LOG);
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(false);
+        ro.set_iterate_upper_bound(to.to_be_bytes().to_vec());
+        let start = from.to_be_bytes();
+        let iter = cf.map(|cf| {
+            self.db
+                .iterator_cf_opt(cf, ro, IteratorMode::From(&start, Direction::Forward))
+        });
+        Ok(iter.into_iter().flatten().map(|item| {
+            let (k, v) = item.map_err(StateError::Db)?;
+            let seq: [u8; 8] = k.as_ref().try_into().map_err(|_| {
+                StateError::Corrupt(format!("transition log key of {} bytes", k.len()))
+            })?;
+            Ok((u64::from_be_bytes(seq), v.to_vec()))
+        }))
+    }
+
     /// Flushes memtables and compacts the pairs column family fully.
     pub fn compact(&self) -> Result<(), StateError> {
         let cf = self.cf(CF_PAIRS)?;
@@ -239,7 +286,7 @@ impl Store {
 
     /// Flushes all memtables (used before measuring or at the end of a run).
     pub fn flush(&self) -> Result<(), StateError> {
-        for name in [CF_PAIRS, CF_META] {
+        for name in [CF_PAIRS, CF_META, CF_LOG] {
             self.db.flush_cf(self.cf(name)?).map_err(StateError::Db)?;
         }
         Ok(())
@@ -275,6 +322,8 @@ fn options(opts: &StoreOptions) -> Result<(Options, Vec<ColumnFamilyDescriptor>)
 
     let mut meta = Options::default();
     meta.set_compression_type(DBCompressionType::Lz4);
+    let mut log = Options::default();
+    log.set_compression_type(DBCompressionType::Lz4);
 
     let mut db = Options::default();
     db.create_if_missing(true);
@@ -286,8 +335,26 @@ fn options(opts: &StoreOptions) -> Result<(Options, Vec<ColumnFamilyDescriptor>)
         vec![
             ColumnFamilyDescriptor::new(CF_PAIRS, pairs),
             ColumnFamilyDescriptor::new(CF_META, meta),
+            ColumnFamilyDescriptor::new(CF_LOG, log),
         ],
     ))
+}
+
+/// The descriptors of the column families `path` already has (a read-only
+/// or secondary instance cannot create one: a store written before a column
+/// family existed opens without it).
+fn existing(
+    db: &Options,
+    path: &Path,
+    cfs: Vec<ColumnFamilyDescriptor>,
+) -> Vec<ColumnFamilyDescriptor> {
+    match DB::list_cf(db, path) {
+        Ok(names) => cfs
+            .into_iter()
+            .filter(|d| names.iter().any(|n| n == d.name()))
+            .collect(),
+        Err(_) => cfs,
+    }
 }
 
 #[cfg(test)]

@@ -103,7 +103,11 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Parsed>> {
                     for s in Source::ALL {
                         wm.observe(s, None, meta.exhausted_after[s as usize]);
                     }
-                    join.advance(wm.current(lateness), meta.last && drain_at_end, &mut out);
+                    join.advance(
+                        wm.current(lateness),
+                        meta.last && drain_at_end && !meta.stopped,
+                        &mut out,
+                    );
                     if me == 0 {
                         start
                             .watermark

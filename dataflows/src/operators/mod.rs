@@ -48,6 +48,9 @@ pub struct Meta {
     pub exhausted_after: [bool; 2],
     pub commit: bool,
     pub last: bool,
+    /// The run stops here before its input ended (no drain).
+    #[serde(default)]
+    pub stopped: bool,
 }
 
 /// A record that is not joined, with where it came from and why.

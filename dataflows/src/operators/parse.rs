@@ -132,6 +132,7 @@ pub fn parse_chunk(chunk: &Chunk, out: &mut Vec<Parsed>) -> Meta {
         exhausted_after: chunk.exhausted_after,
         commit: chunk.commit,
         last: chunk.last,
+        stopped: chunk.stopped,
     }
 }
 

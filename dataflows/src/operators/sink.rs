@@ -16,6 +16,8 @@ pub struct InputMark {
     pub positions: crate::input::Positions,
     pub commit: bool,
     pub last: bool,
+    /// The run was stopped before its input ended (it is not finished).
+    pub stopped: bool,
 }
 
 /// A message to the committer: from the reader (`Input`) or a worker's sink.

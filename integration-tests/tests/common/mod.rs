@@ -39,3 +39,28 @@ pub fn ok(out: Output) -> Output {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// The finished checkpoint directories in `dir`, oldest first (none if `dir`
+/// does not exist; unfinished `.tmp` ones excluded).
+pub fn checkpoints(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("ckpt-") && !n.ends_with(".tmp"))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// The newest finished checkpoint's `manifest.json`.
+pub fn newest_manifest(dir: &Path) -> Option<serde_json::Value> {
+    let newest = checkpoints(dir).pop()?;
+    let bytes = std::fs::read(newest.join("manifest.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
