@@ -27,18 +27,7 @@ use crossbeam_channel::Sender;
 use rliv_state::{StateError, Store};
 
 use crate::event::Transition;
-
-/// What the job sends the learner.
-#[derive(Debug)]
-pub enum Fed {
-    /// A transition the learner's checkpoint already covers: it only
-    /// refills the sample buffer (no update is owed for it).
-    Refill(Transition),
-    /// A new transition with its log sequence number.
-    Logged(u64, Transition),
-    /// A new transition from an input without a log (a transitions file).
-    New(Transition),
-}
+pub use rliv_contract::Fed;
 
 /// The learner side of a job (`ReplayRequest::learner`).
 #[derive(Clone, Debug)]

@@ -17,7 +17,6 @@
 
 pub mod config;
 pub mod event;
-pub mod failpoint;
 mod fastjson;
 pub mod feed;
 pub mod input;
@@ -30,3 +29,4 @@ pub mod pairs;
 
 pub use config::{JoinConfig, ReplayConfig};
 pub use job::{run_replay, Checkpoint, Progress, ReplayRequest, Summary};
+pub use rliv_contract::failpoint;

@@ -4,8 +4,8 @@
 
 use std::collections::VecDeque;
 
-use rliv_dataflows::event::{Feats, Transition};
-use rliv_state::{FastMap, PairCounters, PairSnapshot, Rewards};
+use rliv_contract::{FastMap, PairCounters, PairSnapshot, Rewards};
+use rliv_contract::{Feats, Transition};
 
 use crate::embed::PairInput;
 use crate::rng::Rng;

@@ -110,10 +110,10 @@ pub fn checksum_bytes(bytes: &[u8]) -> String {
     for c in &mut chunks {
         let mut w = [0u8; 8];
         w.copy_from_slice(c);
-        h = rliv_state::mix64(h ^ u64::from_le_bytes(w));
+        h = rliv_contract::mix64(h ^ u64::from_le_bytes(w));
     }
     for b in chunks.remainder() {
-        h = rliv_state::mix64(h ^ u64::from(*b));
+        h = rliv_contract::mix64(h ^ u64::from(*b));
     }
     format!("{h:016x}")
 }
@@ -362,7 +362,7 @@ pub fn save(l: &Learner, dir: &Path, input: serde_json::Value) -> Result<PathBuf
         .and_then(|_| f.sync_all())
         .map_err(|e| file_err(&mpath, e))?;
     sync_dir(&tmp)?;
-    rliv_dataflows::failpoint::hit("learner.checkpoint_write");
+    rliv_contract::failpoint::hit("learner.checkpoint_write");
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| file_err(&final_dir, e))?;
     }

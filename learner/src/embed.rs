@@ -17,7 +17,7 @@
 //! values are hashed with their field index and side into one shared table.
 //! Gathering builds `H` for a batch; scattering takes `dL/dH` back to the rows.
 
-use rliv_state::{mix64, FastMap, PairSnapshot};
+use rliv_contract::{mix64, FastMap, PairSnapshot};
 
 use crate::config::LearnerConfig;
 use crate::nets::{adam_update, AdamParams};

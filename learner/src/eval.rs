@@ -12,8 +12,8 @@
 //! given for the pair's own history (mean reward per exposure so far, times
 //! `1 / (1 - gamma)`), the non-learned predictor the model must beat.
 
-use rliv_dataflows::event::Transition;
-use rliv_state::FastMap;
+use rliv_contract::FastMap;
+use rliv_contract::Transition;
 use serde::Serialize;
 
 use crate::buffer::Sample;
@@ -210,7 +210,7 @@ mod tests {
             user_feats: Default::default(),
             item_feats: Default::default(),
             state: Default::default(),
-            reward: rliv_state::Rewards {
+            reward: rliv_contract::Rewards {
                 watch,
                 ..Default::default()
             },

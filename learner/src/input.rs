@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 
-use rliv_dataflows::event::Transition;
+use rliv_contract::Transition;
 
 #[derive(Clone, Debug, Default)]
 pub struct ReadStats {

@@ -10,7 +10,7 @@ use crate::model::Model;
 use crate::nets::{AdamParams, AdamState};
 use crate::rng::Rng;
 use crate::visible::Visibility;
-use rliv_dataflows::event::Transition;
+use rliv_contract::Transition;
 
 /// The figures of one update (or one loss evaluation).
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -17,7 +17,7 @@ impl Rng {
 
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        rliv_state::mix64(self.state)
+        rliv_contract::mix64(self.state)
     }
 
     /// Uniform in `0..n` (n > 0), by multiply-shift.

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use rliv_dataflows::event::Transition;
-use rliv_dataflows::feed::Fed;
+use rliv_contract::Fed;
+use rliv_contract::Transition;
 
 use crate::buffer::Ring;
 use crate::checkpoint;
@@ -202,7 +202,7 @@ impl Run<'_> {
             checkpoint::save(self.learner, dir, input)?
         };
         self.recorded = Some(covers);
-        rliv_dataflows::failpoint::hit("learner.after_checkpoint");
+        rliv_contract::failpoint::hit("learner.after_checkpoint");
         if let (Some(at), Some(pos)) = (&self.opts.checkpointed, self.log_position) {
             at.store(pos, Ordering::Release);
         }
@@ -338,7 +338,7 @@ pub fn run_with(
             run.update()?;
         }
     }
-    rliv_dataflows::failpoint::hit("learner.input_ended");
+    rliv_contract::failpoint::hit("learner.input_ended");
     // The final checkpoint covers all the input taken, updates or not (a
     // fresh learner without an update writes none).
     if run.updates > 0 || run.received > 0 {

@@ -19,8 +19,8 @@
 
 use std::collections::VecDeque;
 
-use rliv_dataflows::event::Transition;
-use rliv_state::{FastMap, PairSnapshot};
+use rliv_contract::Transition;
+use rliv_contract::{FastMap, PairSnapshot};
 
 pub struct Visibility {
     lag_ms: i64,
@@ -78,7 +78,7 @@ impl Visibility {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rliv_state::Rewards;
+    use rliv_contract::Rewards;
 
     /// The transitions of one pair at `times`, each clicked and watched 10 s.
     fn chain(times: &[i64]) -> Vec<Transition> {

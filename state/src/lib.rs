@@ -6,13 +6,14 @@
 //! window snapshots live in column family `meta` and are written in the same
 //! `WriteBatch` as the pair counters they produced ([`Commit`]).
 
-mod counters;
-pub mod hash;
-pub mod json;
 mod store;
 
-pub use counters::{mix64, put_varint, PairCounters, PairKey, PairSnapshot, Rewards, StateCounts};
-pub use hash::{FastMap, FastSet};
+// The pair's types are the contract's: re-exported so that the store's users
+// see one set of names.
+pub use rliv_contract::{hash, json};
+pub use rliv_contract::{
+    mix64, put_varint, FastMap, FastSet, PairCounters, PairKey, PairSnapshot, Rewards, StateCounts,
+};
 pub use store::{Commit, Store, StoreOptions};
 
 use std::path::PathBuf;
@@ -31,6 +32,12 @@ pub enum StateError {
     Corrupt(String),
     #[error("invalid state configuration: {0}")]
     Config(String),
+}
+
+impl From<rliv_contract::DecodeError> for StateError {
+    fn from(e: rliv_contract::DecodeError) -> Self {
+        StateError::Corrupt(e.0)
+    }
 }
 
 impl StateError {

@@ -149,7 +149,9 @@ impl Store {
         {
             match res.map_err(StateError::Db)? {
                 None => out.push(None),
-                Some(v) => out.push(Some(PairCounters::decode(&v).map_err(|e| e.at(*key))?)),
+                Some(v) => out.push(Some(
+                    PairCounters::decode(&v).map_err(|e| StateError::from(e).at(*key))?,
+                )),
             }
         }
         Ok(out)
@@ -235,7 +237,7 @@ impl Store {
         Ok(iter.map(|item| {
             let (k, v) = item.map_err(StateError::Db)?;
             let key = PairKey::decode(&k)?;
-            let c = PairCounters::decode(&v).map_err(|e| e.at(key))?;
+            let c = PairCounters::decode(&v).map_err(|e| StateError::from(e).at(key))?;
             Ok((key, c))
         }))
     }

@@ -1,7 +1,7 @@
 //! The dynamic features `f_ua` of one (user, author) pair and their compact
 //! on-disk encoding.
 
-use crate::StateError;
+use crate::DecodeError;
 
 /// The pair key: (user_id, author_id). Encoded big-endian so that RocksDB's
 /// byte order is the contract's dump order and a user's pairs are one prefix.
@@ -37,9 +37,9 @@ impl PairKey {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         if bytes.len() != Self::ENCODED_LEN {
-            return Err(StateError::Corrupt(format!(
+            return Err(DecodeError(format!(
                 "pair key has {} bytes, expected 16",
                 bytes.len()
             )));
@@ -192,11 +192,11 @@ impl PairCounters {
         v
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Self, StateError> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader { bytes, pos: 0 };
         let flags = r.byte()?;
         if flags >> 4 != VERSION {
-            return Err(StateError::Corrupt(format!(
+            return Err(DecodeError(format!(
                 "pair value version {} (expected {VERSION})",
                 flags >> 4
             )));
@@ -213,7 +213,7 @@ impl PairCounters {
         let watch_sec_total = r.total((flags >> 2) & 3)?;
         let gift_total = r.total(flags & 3)?;
         if r.pos != bytes.len() {
-            return Err(StateError::Corrupt(format!(
+            return Err(DecodeError(format!(
                 "pair value has {} trailing bytes",
                 bytes.len() - r.pos
             )));
@@ -275,31 +275,31 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
-    fn byte(&mut self) -> Result<u8, StateError> {
+    fn byte(&mut self) -> Result<u8, DecodeError> {
         let b = *self
             .bytes
             .get(self.pos)
-            .ok_or_else(|| StateError::Corrupt("pair value truncated".into()))?;
+            .ok_or_else(|| DecodeError("pair value truncated".into()))?;
         self.pos += 1;
         Ok(b)
     }
 
-    fn varint(&mut self) -> Result<u64, StateError> {
+    fn varint(&mut self) -> Result<u64, DecodeError> {
         let mut v = 0u64;
         for shift in (0..70).step_by(7) {
             let b = self.byte()?;
             if shift == 63 && b > 1 {
-                return Err(StateError::Corrupt("varint overflows u64".into()));
+                return Err(DecodeError("varint overflows u64".into()));
             }
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
                 return Ok(v);
             }
         }
-        Err(StateError::Corrupt("varint too long".into()))
+        Err(DecodeError("varint too long".into()))
     }
 
-    fn total(&mut self, flag: u8) -> Result<f64, StateError> {
+    fn total(&mut self, flag: u8) -> Result<f64, DecodeError> {
         match flag {
             TOTAL_ZERO => Ok(0.0),
             TOTAL_MILLIS => Ok(self.varint()? as f64 / 1000.0),
@@ -308,15 +308,13 @@ impl Reader<'_> {
                 let raw = self
                     .bytes
                     .get(self.pos..end)
-                    .ok_or_else(|| StateError::Corrupt("pair total truncated".into()))?;
+                    .ok_or_else(|| DecodeError("pair total truncated".into()))?;
                 self.pos = end;
                 let mut b = [0u8; 8];
                 b.copy_from_slice(raw);
                 Ok(f64::from_bits(u64::from_le_bytes(b)))
             }
-            other => Err(StateError::Corrupt(format!(
-                "unknown total encoding {other}"
-            ))),
+            other => Err(DecodeError(format!("unknown total encoding {other}"))),
         }
     }
 }
