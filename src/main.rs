@@ -446,7 +446,7 @@ fn run(cli: Cli) -> Result<()> {
             let stop = rliv::signal::install("serve: draining the requests in flight")
                 .context("installing the SIGTERM/SIGINT handlers")?;
             let server = start_server(&cfg, addr, &state, &checkpoints, None)?;
-            server.run_until(&stop);
+            server.run_until(|| stop.wait().to_string());
             Ok(())
         }
         Cmd::Dump {
@@ -613,10 +613,12 @@ fn replay(
                 ck,
                 learner.as_ref().map(|a| a.progress.clone()),
             )?;
-            server.state.set_job(Some(rliv::serve::JobFigures {
-                progress: progress.clone(),
-                kafka: req.kafka.as_ref().map(|k| k.progress.clone()),
-            }));
+            server.state.set_job(Some(Arc::new(rliv::JobMetrics(
+                rliv_dataflows::metrics::JobFigures {
+                    progress: progress.clone(),
+                    kafka: req.kafka.as_ref().map(|k| k.progress.clone()),
+                },
+            ))));
             Some(server)
         }
         _ => None,

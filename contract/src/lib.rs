@@ -7,6 +7,7 @@
 //!   messages a job sends its in-process learner.
 //! - [`json`]: the contract's JSON writers (dump lines, transitions).
 //! - [`hash`]: the fast hash maps used on hot paths.
+//! - [`prom`]: the Prometheus text format every crate renders its figures in.
 //! - [`failpoint`]: crash points for the fault-injection tests.
 //!
 //! No storage, no dataflow, no network: the learner and the service depend
@@ -16,6 +17,7 @@ pub mod counters;
 pub mod failpoint;
 pub mod hash;
 pub mod json;
+pub mod prom;
 pub mod transition;
 
 pub use counters::{mix64, put_varint, PairCounters, PairKey, PairSnapshot, Rewards, StateCounts};

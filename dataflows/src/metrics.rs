@@ -3,6 +3,9 @@
 //! Counters are a fixed array indexed by [`Counter`]: cheap to add up per epoch
 //! on every worker and to persist with each commit.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rliv_contract::prom::metric;
 use serde::{Deserialize, Serialize};
 
 macro_rules! named_enum {
@@ -161,5 +164,89 @@ mod tests {
         assert_eq!(Reason::LineTooLong.counter(), Counter::RejectedLineTooLong);
         assert_eq!(Reason::UserMismatch.counter(), Counter::UserMismatchActions);
         assert_eq!(Reason::LateExposure.counter(), Counter::LateExposures);
+    }
+}
+
+/// Live figures of a replay or Kafka run, for a service in the same process.
+#[derive(Clone)]
+pub struct JobFigures {
+    pub progress: std::sync::Arc<crate::Progress>,
+    pub kafka: Option<std::sync::Arc<crate::kafka::KafkaProgress>>,
+}
+
+impl JobFigures {
+    /// The job's figures in the Prometheus text format (`/metrics`).
+    pub fn render_prometheus(&self, out: &mut String) {
+        let j = self;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let p = &j.progress;
+        metric(
+            out,
+            "rliv_job_events_total",
+            "counter",
+            "Input events (lines or messages) processed.",
+            load(&p.lines),
+        );
+        metric(
+            out,
+            "rliv_job_closed_exposures_total",
+            "counter",
+            "Exposures closed by the label join.",
+            load(&p.closed_exposures),
+        );
+        metric(
+            out,
+            "rliv_job_transitions_total",
+            "counter",
+            "ASA transitions emitted.",
+            load(&p.transitions),
+        );
+        metric(
+            out,
+            "rliv_job_dead_letters_total",
+            "counter",
+            "Records dead-lettered (bad input, late, orphan, ...).",
+            load(&p.dead_letters),
+        );
+        metric(
+            out,
+            "rliv_job_pairs",
+            "gauge",
+            "Pairs in the state.",
+            load(&p.pairs),
+        );
+        let wm = p.watermark_ms.load(Ordering::Relaxed);
+        if wm > i64::MIN / 2 {
+            metric(
+                out,
+                "rliv_job_watermark_ms",
+                "gauge",
+                "Event-time watermark of the label join.",
+                wm,
+            );
+        }
+        if let Some(k) = &j.kafka {
+            metric(
+                out,
+                "rliv_kafka_lag_messages",
+                "gauge",
+                "Messages behind the partitions' ends.",
+                load(&k.lag),
+            );
+            metric(
+                out,
+                "rliv_kafka_messages_total",
+                "counter",
+                "Messages consumed.",
+                load(&k.messages),
+            );
+            metric(
+                out,
+                "rliv_kafka_errors_total",
+                "counter",
+                "Consumer errors (reconnects, ...).",
+                load(&k.errors),
+            );
+        }
     }
 }

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rliv_contract::prom::{family, metric};
 use rliv_contract::Fed;
 use rliv_contract::Transition;
 
@@ -35,6 +36,77 @@ pub struct TrainProgress {
     pub checkpoint_step: AtomicU64,
     /// The last update's figures, with tower names.
     pub last: Mutex<Option<(Vec<&'static str>, StepStats)>>,
+}
+
+impl TrainProgress {
+    /// This run's figures in the Prometheus text format (`/metrics`).
+    pub fn render_prometheus(&self, out: &mut String) {
+        let t = self;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        metric(
+            out,
+            "rliv_learner_updates_total",
+            "counter",
+            "TD updates done in this run.",
+            load(&t.updates),
+        );
+        metric(
+            out,
+            "rliv_learner_transitions_total",
+            "counter",
+            "Transitions received by the learner.",
+            load(&t.received),
+        );
+        metric(
+            out,
+            "rliv_learner_refilled_total",
+            "counter",
+            "Logged transitions that refilled the sample buffer on start (already trained on).",
+            load(&t.refilled),
+        );
+        metric(
+            out,
+            "rliv_learner_buffer_samples",
+            "gauge",
+            "Samples in the buffer.",
+            load(&t.buffer_len),
+        );
+        metric(
+            out,
+            "rliv_learner_buffer_capacity",
+            "gauge",
+            "Capacity of the sample buffer.",
+            load(&t.buffer_capacity),
+        );
+        metric(
+            out,
+            "rliv_learner_checkpoints_total",
+            "counter",
+            "Checkpoints written.",
+            load(&t.checkpoints),
+        );
+        // The learner replaces `last` whole: a poisoned lock still holds a
+        // consistent value.
+        let last = t.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some((towers, stats)) = last {
+            family(
+                out,
+                "rliv_learner_td_error",
+                "gauge",
+                "Mean |Q - y| of the last update, per tower.",
+            );
+            for (name, e) in towers.iter().zip(&stats.td_error) {
+                out.push_str(&format!("rliv_learner_td_error{{tower=\"{name}\"}} {e}\n"));
+            }
+            metric(
+                out,
+                "rliv_learner_loss",
+                "gauge",
+                "Loss of the last update.",
+                stats.loss,
+            );
+        }
+    }
 }
 
 pub struct TrainOptions {

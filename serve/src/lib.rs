@@ -20,6 +20,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use rliv_contract::prom::{family, metric};
 use rliv_learner::checkpoint;
 use rliv_learner::embed::PairInput;
 use rliv_learner::engine::Engine;
@@ -172,14 +173,14 @@ pub struct AppState {
     /// The learner training in this process, if any (its figures go to /metrics).
     pub training: RwLock<Option<Arc<rliv_learner::trainer::TrainProgress>>>,
     /// The job running in this process, if any, and its Kafka input.
-    pub job: RwLock<Option<JobFigures>>,
+    pub job: RwLock<Option<Arc<dyn Figures>>>,
 }
 
-/// Live figures of a replay or Kafka run in the same process.
-#[derive(Clone)]
-pub struct JobFigures {
-    pub progress: Arc<rliv_dataflows::Progress>,
-    pub kafka: Option<Arc<rliv_dataflows::kafka::KafkaProgress>>,
+/// Figures of something else running in this process (a replay or Kafka
+/// job), rendered into `/metrics` by their own crate in the Prometheus text
+/// format.
+pub trait Figures: Send + Sync {
+    fn render(&self, out: &mut String);
 }
 
 /// A response status with a JSON body.
@@ -232,7 +233,7 @@ impl AppState {
     }
 
     /// Reports the job running in this process on /metrics.
-    pub fn set_job(&self, job: Option<JobFigures>) {
+    pub fn set_job(&self, job: Option<Arc<dyn Figures>>) {
         *write_lock(&self.job) = job;
     }
 
@@ -516,164 +517,13 @@ impl AppState {
         );
         let training = read_lock(&self.training).clone();
         if let Some(t) = training {
-            training_metrics(&mut out, &t);
+            t.render_prometheus(&mut out);
         }
         let job = read_lock(&self.job).clone();
         if let Some(j) = job {
-            job_metrics(&mut out, &j);
+            j.render(&mut out);
         }
         out
-    }
-}
-
-/// The `# HELP` and `# TYPE` lines of a metric family.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
-}
-
-/// A metric family with one unlabeled sample.
-fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
-    family(out, name, kind, help);
-    out.push_str(&format!("{name} {value}\n"));
-}
-
-fn job_metrics(out: &mut String, j: &JobFigures) {
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let p = &j.progress;
-    metric(
-        out,
-        "rliv_job_events_total",
-        "counter",
-        "Input events (lines or messages) processed.",
-        load(&p.lines),
-    );
-    metric(
-        out,
-        "rliv_job_closed_exposures_total",
-        "counter",
-        "Exposures closed by the label join.",
-        load(&p.closed_exposures),
-    );
-    metric(
-        out,
-        "rliv_job_transitions_total",
-        "counter",
-        "ASA transitions emitted.",
-        load(&p.transitions),
-    );
-    metric(
-        out,
-        "rliv_job_dead_letters_total",
-        "counter",
-        "Records dead-lettered (bad input, late, orphan, ...).",
-        load(&p.dead_letters),
-    );
-    metric(
-        out,
-        "rliv_job_pairs",
-        "gauge",
-        "Pairs in the state.",
-        load(&p.pairs),
-    );
-    let wm = p.watermark_ms.load(Ordering::Relaxed);
-    if wm > i64::MIN / 2 {
-        metric(
-            out,
-            "rliv_job_watermark_ms",
-            "gauge",
-            "Event-time watermark of the label join.",
-            wm,
-        );
-    }
-    if let Some(k) = &j.kafka {
-        metric(
-            out,
-            "rliv_kafka_lag_messages",
-            "gauge",
-            "Messages behind the partitions' ends.",
-            load(&k.lag),
-        );
-        metric(
-            out,
-            "rliv_kafka_messages_total",
-            "counter",
-            "Messages consumed.",
-            load(&k.messages),
-        );
-        metric(
-            out,
-            "rliv_kafka_errors_total",
-            "counter",
-            "Consumer errors (reconnects, ...).",
-            load(&k.errors),
-        );
-    }
-}
-
-fn training_metrics(out: &mut String, t: &rliv_learner::trainer::TrainProgress) {
-    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    metric(
-        out,
-        "rliv_learner_updates_total",
-        "counter",
-        "TD updates done in this run.",
-        load(&t.updates),
-    );
-    metric(
-        out,
-        "rliv_learner_transitions_total",
-        "counter",
-        "Transitions received by the learner.",
-        load(&t.received),
-    );
-    metric(
-        out,
-        "rliv_learner_refilled_total",
-        "counter",
-        "Logged transitions that refilled the sample buffer on start (already trained on).",
-        load(&t.refilled),
-    );
-    metric(
-        out,
-        "rliv_learner_buffer_samples",
-        "gauge",
-        "Samples in the buffer.",
-        load(&t.buffer_len),
-    );
-    metric(
-        out,
-        "rliv_learner_buffer_capacity",
-        "gauge",
-        "Capacity of the sample buffer.",
-        load(&t.buffer_capacity),
-    );
-    metric(
-        out,
-        "rliv_learner_checkpoints_total",
-        "counter",
-        "Checkpoints written.",
-        load(&t.checkpoints),
-    );
-    // The learner replaces `last` whole: a poisoned lock still holds a
-    // consistent value.
-    let last = t.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    if let Some((towers, stats)) = last {
-        family(
-            out,
-            "rliv_learner_td_error",
-            "gauge",
-            "Mean |Q - y| of the last update, per tower.",
-        );
-        for (name, e) in towers.iter().zip(&stats.td_error) {
-            out.push_str(&format!("rliv_learner_td_error{{tower=\"{name}\"}} {e}\n"));
-        }
-        metric(
-            out,
-            "rliv_learner_loss",
-            "gauge",
-            "Loss of the last update.",
-            stats.loss,
-        );
     }
 }
 
@@ -871,6 +721,16 @@ pub fn spawn_background(st: &Arc<AppState>) -> Vec<std::thread::JoinHandle<()>> 
     handles
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid [serve] configuration: {0}")]
+    Config(String),
+    #[error("binding {0}: {1}")]
+    Bind(String, std::io::Error),
+    #[error("starting the service: {0}")]
+    Io(std::io::Error),
+}
+
 /// A running server (its own runtime on its own thread).
 pub struct Server {
     pub addr: std::net::SocketAddr,
@@ -882,16 +742,20 @@ pub struct Server {
 
 impl Server {
     /// Binds `cfg.addr` and serves until [`Server::stop`] (or drop).
-    pub fn start(cfg: ServeConfig, state_dir: &Path, checkpoints: &Path) -> anyhow::Result<Server> {
-        cfg.validate().map_err(anyhow::Error::msg)?;
+    pub fn start(
+        cfg: ServeConfig,
+        state_dir: &Path,
+        checkpoints: &Path,
+    ) -> Result<Server, ServeError> {
+        cfg.validate().map_err(ServeError::Config)?;
         let st = AppState::new(cfg.clone(), state_dir, checkpoints);
         // A first attempt right away, so a ready model serves from the start.
         let _ = st.reload();
         let background = spawn_background(&st);
         let listener = std::net::TcpListener::bind(&cfg.addr)
-            .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.addr))?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+            .map_err(|e| ServeError::Bind(cfg.addr.clone(), e))?;
+        listener.set_nonblocking(true).map_err(ServeError::Io)?;
+        let addr = listener.local_addr().map_err(ServeError::Io)?;
         let (tx, rx) = tokio::sync::watch::channel(false);
         let app = router(st.clone());
         let thread = std::thread::Builder::new()
@@ -940,7 +804,8 @@ impl Server {
                 });
                 // Connections still open after the deadline are dropped here.
                 rt.shutdown_timeout(Duration::from_secs(1));
-            })?;
+            })
+            .map_err(ServeError::Io)?;
         Ok(Server {
             addr,
             state: st,
@@ -965,19 +830,12 @@ impl Server {
         }
     }
 
-    /// Serves until `stop` is requested (SIGTERM or SIGINT, see
-    /// [`crate::signal::install`]), then drains and stops.
-    pub fn run_until(mut self, stop: &crate::signal::Stop) {
-        let by = stop.wait();
+    /// Serves until `wait` returns (it blocks until a stop is requested,
+    /// e.g. by SIGTERM, and says by what), then drains and stops.
+    pub fn run_until(mut self, wait: impl FnOnce() -> String) {
+        let by = wait();
         self.stop();
         eprintln!("serve: stopped ({by})");
-    }
-
-    /// Blocks until the process gets SIGTERM or SIGINT, then drains and stops.
-    pub fn wait_for_signal(self) -> std::io::Result<()> {
-        let stop = crate::signal::install("serve: draining the requests in flight")?;
-        self.run_until(&stop);
-        Ok(())
     }
 }
 
@@ -1003,7 +861,7 @@ mod tests {
         };
         *t.last.lock().unwrap_or_else(|e| e.into_inner()) = Some((vec!["click", "watch"], stats));
         let mut text = String::new();
-        training_metrics(&mut text, &t);
+        t.render_prometheus(&mut text);
         assert!(text.contains("rliv_learner_updates_total 12\n"), "{text}");
         assert!(text.contains("rliv_learner_buffer_samples 300\n"), "{text}");
         assert!(
