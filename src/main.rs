@@ -210,14 +210,48 @@ enum KafkaCmd {
     Offsets,
 }
 
+/// What `replay` and `run` share: the state, the outputs, the learner and
+/// the service beside the job.
 #[derive(clap::Args)]
-struct RunArgs {
-    /// State directory (RocksDB): pair counters and the consumed offsets.
+struct JobArgs {
+    /// State directory (RocksDB): pair counters, input positions, the
+    /// transition log. Running again on the same directory resumes or continues.
     #[arg(long)]
     state: PathBuf,
+    /// Also write ASA transitions as JSONL here.
+    #[arg(long)]
+    transitions: Option<PathBuf>,
+    /// Dead-letter JSONL file (default: STATE/dead-letters.jsonl).
+    #[arg(long)]
+    dead_letters: Option<PathBuf>,
     /// Worker threads (default: replay.workers).
     #[arg(short = 'w', long)]
     workers: Option<usize>,
+    /// Print the closing summary as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+    /// Train the learner on the transitions as they come (needs --checkpoints).
+    #[arg(long, requires = "checkpoints")]
+    train: bool,
+    /// Checkpoint directory of the learner.
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
+    /// Continue the learner from its newest checkpoint (with --train).
+    #[arg(long)]
+    resume: bool,
+    /// Serve /rank and /metrics on this address while the job runs (models
+    /// from --checkpoints; `run` defaults them to STATE/checkpoints).
+    #[arg(long)]
+    serve: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    job: JobArgs,
     /// Stop once every partition is at its end (otherwise run until Ctrl-C / SIGTERM).
     #[arg(long)]
     until_end: bool,
@@ -225,27 +259,6 @@ struct RunArgs {
     /// them, so the next run continues the stream).
     #[arg(long)]
     drain_at_end: bool,
-    /// Also write transitions as JSONL here.
-    #[arg(long)]
-    transitions: Option<PathBuf>,
-    /// Dead-letter JSONL file (default: STATE/dead-letters.jsonl).
-    #[arg(long)]
-    dead_letters: Option<PathBuf>,
-    /// Train the learner on the transitions as they come (needs --checkpoints).
-    #[arg(long, requires = "checkpoints")]
-    train: bool,
-    #[arg(long)]
-    checkpoints: Option<PathBuf>,
-    #[arg(long)]
-    resume: bool,
-    /// Serve /rank and /metrics on this address while running (models from
-    /// --checkpoints, default STATE/checkpoints).
-    #[arg(long)]
-    serve: Option<String>,
-    #[arg(long)]
-    json: bool,
-    #[arg(long, short = 'q')]
-    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -268,42 +281,14 @@ struct ReplayArgs {
     /// Action files or directories.
     #[arg(long, num_args = 1..)]
     actions: Vec<PathBuf>,
-    /// State directory (RocksDB). Re-running on the same directory resumes or continues.
-    #[arg(long)]
-    state: PathBuf,
-    /// Write ASA transitions as JSONL here.
-    #[arg(long)]
-    transitions: Option<PathBuf>,
-    /// Dead-letter JSONL file (default: STATE/dead-letters.jsonl).
-    #[arg(long)]
-    dead_letters: Option<PathBuf>,
-    /// Worker threads (default: replay.workers).
-    #[arg(short = 'w', long)]
-    workers: Option<usize>,
+    #[command(flatten)]
+    job: JobArgs,
     /// Keep exposures still open at the end in the state, for the next replay.
     #[arg(long)]
     keep_open: bool,
     /// Allow replaying inputs this state already finished.
     #[arg(long)]
     allow_repeat: bool,
-    /// Print the closing summary as JSON on stdout.
-    #[arg(long)]
-    json: bool,
-    /// No progress bar.
-    #[arg(long, short = 'q')]
-    quiet: bool,
-    /// Train the learner on the transitions while replaying (needs --checkpoints).
-    #[arg(long, requires = "checkpoints")]
-    train: bool,
-    /// Checkpoint directory of the learner (with --train).
-    #[arg(long)]
-    checkpoints: Option<PathBuf>,
-    /// Continue the learner from its newest checkpoint (with --train).
-    #[arg(long)]
-    resume: bool,
-    /// Also serve /rank on this address during the replay (needs --checkpoints).
-    #[arg(long, requires = "checkpoints")]
-    serve: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -361,30 +346,28 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Cmd::Replay(args) => replay(&cfg, args, None),
-        Cmd::Run(args) => {
+        Cmd::Replay(args) => {
+            if args.job.serve.is_some() && args.job.checkpoints.is_none() {
+                bail!(rliv::train::UsageError(
+                    "replay --serve needs --checkpoints (the models to serve)".into()
+                ));
+            }
+            replay(&cfg, args, None)
+        }
+        Cmd::Run(mut args) => {
             let (run, _progress) = rliv::run::kafka_run(&cfg.kafka, args.until_end)?;
-            let checkpoints = args
-                .checkpoints
-                .clone()
-                .or_else(|| args.serve.as_ref().map(|_| args.state.join("checkpoints")));
+            let job = &mut args.job;
+            if job.checkpoints.is_none() && job.serve.is_some() {
+                job.checkpoints = Some(job.state.join("checkpoints"));
+            }
             let mut cfg = cfg.clone();
             cfg.replay.drain_at_end = args.drain_at_end;
             let replay_args = ReplayArgs {
                 exposures: Vec::new(),
                 actions: Vec::new(),
-                state: args.state,
-                transitions: args.transitions,
-                dead_letters: args.dead_letters,
-                workers: args.workers,
+                job: args.job,
                 keep_open: !args.drain_at_end,
                 allow_repeat: false,
-                json: args.json,
-                quiet: args.quiet,
-                train: args.train,
-                checkpoints,
-                resume: args.resume,
-                serve: args.serve,
             };
             replay(&cfg, replay_args, Some(run))
         }
@@ -564,16 +547,17 @@ fn replay(
     args: ReplayArgs,
     kafka: Option<rliv_dataflows::job::KafkaRun>,
 ) -> Result<()> {
-    let mut req = ReplayRequest::new(args.exposures, args.actions, args.state);
+    let job = args.job;
+    let mut req = ReplayRequest::new(args.exposures, args.actions, job.state);
     let is_run = kafka.is_some();
     req.kafka = kafka;
-    req.transitions = args.transitions;
-    req.dead_letters = args.dead_letters;
+    req.transitions = job.transitions;
+    req.dead_letters = job.dead_letters;
     req.join = cfg.join.clone();
     req.replay = cfg.replay.clone();
     req.store = cfg.state.clone();
     req.allow_repeat = args.allow_repeat;
-    if let Some(w) = args.workers {
+    if let Some(w) = job.workers {
         req.replay.workers = w;
     }
     if args.keep_open {
@@ -589,22 +573,22 @@ fn replay(
         .context("installing the SIGTERM/SIGINT handlers")?;
         req.stop = Some(stop.flag());
     }
-    let learner = match (args.train, &args.checkpoints) {
+    let learner = match (job.train, &job.checkpoints) {
         (true, Some(dir)) => {
             let (attached, feed) = rliv::train::attach(
                 &cfg.learner,
                 dir,
-                args.resume,
+                job.resume,
                 &req.state_dir,
                 cfg.replay.transitions_channel_capacity,
-                args.quiet,
+                job.quiet,
             )?;
             req.learner = Some(feed);
             Some(attached)
         }
         _ => None,
     };
-    let _server = match (&args.serve, &args.checkpoints) {
+    let _server = match (&job.serve, &job.checkpoints) {
         (Some(addr), Some(ck)) => {
             let server = start_server(
                 cfg,
@@ -623,7 +607,7 @@ fn replay(
         }
         _ => None,
     };
-    let show = !args.quiet && std::io::stderr().is_terminal();
+    let show = !job.quiet && std::io::stderr().is_terminal();
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let bar_thread = show.then(|| {
         let (progress, done) = (progress.clone(), done.clone());
@@ -647,7 +631,7 @@ fn replay(
         None => None,
     };
     let summary = result.context("replay failed")?;
-    if args.json {
+    if job.json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         print_summary(&summary, if is_run { "run" } else { "replay" });
