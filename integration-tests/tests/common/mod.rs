@@ -21,7 +21,53 @@ pub fn rliv_bin() -> PathBuf {
         "{} not found: run `cargo build --release --bin rliv` first (or set RLIV_BIN)",
         bin.display()
     );
+    assert_fresh(&bin);
     bin
+}
+
+/// Fails when a source file of the workspace is newer than `bin`: the tests
+/// would otherwise run, and maybe pass, against a binary that is not the code.
+fn assert_fresh(bin: &Path) {
+    static CHECKED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    CHECKED.get_or_init(|| {
+        let built = std::fs::metadata(bin)
+            .and_then(|m| m.modified())
+            .expect("binary mtime");
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        // Only the crates' Rust sources: cargo rebuilds (and relinks the
+        // binary) when one of them changes, so a newer one means no build ran.
+        let mut stack: Vec<PathBuf> = [
+            "src",
+            "contract/src",
+            "state/src",
+            "dataflows/src",
+            "learner/src",
+            "serve/src",
+            "sim/src",
+        ]
+        .iter()
+        .map(|d| root.join(d))
+        .collect();
+        while let Some(p) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&p) else { continue };
+            if meta.is_dir() {
+                if p.file_name().is_some_and(|n| n == "target" || n == "tests" || n == "benches") {
+                    continue;
+                }
+                if let Ok(rd) = std::fs::read_dir(&p) {
+                    stack.extend(rd.filter_map(|e| e.ok().map(|e| e.path())));
+                }
+            } else if p.extension().is_some_and(|e| e == "rs")
+                && meta.modified().is_ok_and(|m| m > built)
+            {
+                panic!(
+                    "{} is newer than {}: the binary is stale; run `cargo build --release --bin rliv` (scripts/test.sh does)",
+                    p.display(),
+                    bin.display()
+                );
+            }
+        }
+    });
 }
 
 /// `out`, after checking that the command succeeded (its stderr otherwise).

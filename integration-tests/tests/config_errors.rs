@@ -1,12 +1,16 @@
 //! Configuration errors through the real binary: exit status 2, and the
 //! message names the key at fault and where it was set.
 
+mod common;
+
+use common::rliv_bin;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
 /// `rliv ARGS` with `env` and no RLIV__* / RLIV_CONFIG inherited from the caller.
 fn rliv(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rliv"));
+    let mut cmd = Command::new(rliv_bin());
     for (k, _) in std::env::vars() {
         if k.starts_with("RLIV__") || k == "RLIV_CONFIG" {
             cmd.env_remove(k);

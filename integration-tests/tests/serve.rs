@@ -2,6 +2,10 @@
 //! the service started over its pair state and checkpoints, and requests over
 //! loopback HTTP.
 
+mod common;
+
+use common::rliv_bin;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -33,7 +37,7 @@ struct Trained {
 }
 
 fn rliv(args: &[&str]) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rliv"));
+    let mut cmd = Command::new(rliv_bin());
     cmd.args(args);
     for (k, v) in TRAIN_ENV {
         cmd.env(k, v);
@@ -625,7 +629,7 @@ struct ServeProcess {
 impl ServeProcess {
     fn start(t: &Trained) -> ServeProcess {
         let s = |p: &Path| p.to_str().expect("utf-8").to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rliv"))
+        let mut child = Command::new(rliv_bin())
             .args([
                 "serve",
                 "--state",
