@@ -1,0 +1,115 @@
+//! The job's persisted record: input positions, counters, output lengths
+//! and the transition log's bounds, written in every commit (`meta`
+//! column family), and how a new run starts from the previous one.
+
+use std::path::Path;
+
+use rliv_state::{StateError, Store};
+use serde::{Deserialize, Serialize};
+
+use crate::event::Source;
+use crate::input::SourcePos;
+use crate::metrics::Counters;
+
+use super::JobError;
+
+pub(super) const CHECKPOINT_KEY: &[u8] = b"job/checkpoint";
+pub(super) const WINDOW_PREFIX: &[u8] = b"job/window/";
+pub(super) const CHECKPOINT_VERSION: u32 = 1;
+
+/// An output file and how many bytes of it are committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputPos {
+    pub path: String,
+    pub len: u64,
+}
+
+/// The job's record in the `meta` column family, written with every commit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    /// The run's input files, exposures first.
+    pub files: Vec<(Source, String)>,
+    /// Next line to read, per source.
+    pub positions: [SourcePos; 2],
+    /// Next offset to read per Kafka partition (`"topic/partition"`), in
+    /// the same batch as the counters it produced.
+    #[serde(default)]
+    pub offsets: std::collections::BTreeMap<String, i64>,
+    /// Newest event time handed out per Kafka partition (restores the
+    /// per-partition watermarks exactly).
+    #[serde(default)]
+    pub partition_ts: std::collections::BTreeMap<String, i64>,
+    pub next_epoch: u64,
+    /// The run read all of its input.
+    pub finished: bool,
+    /// Counters over every run on this state.
+    pub counters: Counters,
+    /// `counters` when this run started.
+    pub run_start: Counters,
+    pub transitions: Option<OutputPos>,
+    pub dead_letters: OutputPos,
+    /// Exposures still open (kept for the next run with `--keep-open`).
+    pub open_exposures: u64,
+    pub commits: u64,
+    /// The transition log (the learner's durable input, see [`crate::feed`]):
+    /// its oldest kept entry and its end (the next sequence number), both
+    /// committed with the counters.
+    #[serde(default)]
+    pub log_start: u64,
+    #[serde(default)]
+    pub log_end: u64,
+}
+
+impl Checkpoint {
+    /// The checkpoint a new input run starts from: after `previous` (a
+    /// finished run on the same state, whose counters and epochs it
+    /// continues) or on an empty state.
+    pub(super) fn new_run(
+        previous: Option<Checkpoint>,
+        files: Vec<(Source, String)>,
+        transitions: Option<&Path>,
+        dead_letters: &Path,
+    ) -> Checkpoint {
+        let (counters, next_epoch, open_exposures, commits, log) = match previous {
+            Some(p) => (
+                p.counters,
+                p.next_epoch,
+                p.open_exposures,
+                p.commits,
+                (p.log_start, p.log_end),
+            ),
+            None => (Counters::default(), 0, 0, 0, (0, 0)),
+        };
+        let output = |p: &Path| OutputPos {
+            path: p.display().to_string(),
+            len: 0,
+        };
+        Checkpoint {
+            version: CHECKPOINT_VERSION,
+            files,
+            positions: Default::default(),
+            offsets: Default::default(),
+            partition_ts: Default::default(),
+            next_epoch,
+            finished: false,
+            run_start: counters.clone(),
+            counters,
+            transitions: transitions.map(output),
+            dead_letters: output(dead_letters),
+            open_exposures,
+            commits,
+            log_start: log.0,
+            log_end: log.1,
+        }
+    }
+
+    pub fn load(store: &Store) -> Result<Option<Checkpoint>, JobError> {
+        match store.get_meta(CHECKPOINT_KEY)? {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| JobError::State(StateError::Corrupt(format!("job checkpoint: {e}")))),
+        }
+    }
+}

@@ -1,0 +1,345 @@
+//! The single writer: finishes epochs in order, writes the outputs, the
+//! transition log and the pair counters in one commit, then feeds the learner.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use rliv_state::{Commit, PairKey, Store};
+use serde::Serialize;
+
+use crate::event::{Source, Transition};
+use crate::metrics::{Counter, Counters};
+use crate::operators::{
+    decode_snapshot, Abort, DeadLetter, InputMark, Report, Side, TransitionBatch,
+};
+
+use super::checkpoint::*;
+use super::output::OutputFile;
+use super::*;
+
+#[derive(Default)]
+struct EpochAcc {
+    transitions: Vec<TransitionBatch>,
+    dead: Vec<DeadLetter>,
+    puts: Vec<Vec<(PairKey, Vec<u8>)>>,
+    snapshots: Vec<(u32, Vec<u8>)>,
+    counters: Counters,
+}
+
+/// The single writer: puts epochs in order, writes the outputs, commits.
+pub(super) struct Committer {
+    pub(super) store: Arc<Store>,
+    pub(super) workers: usize,
+    pub(super) cp: Checkpoint,
+    pub(super) transitions: Option<OutputFile>,
+    pub(super) dead: OutputFile,
+    pub(super) file_names: Vec<(Source, String)>,
+    /// The learner: fed each commit's transitions once they are durable.
+    pub(super) learner: Option<crate::feed::LearnerFeed>,
+    /// Transitions go into the log (a learner is attached; stays on if it
+    /// hangs up, so that a resumed learner gets them back).
+    pub(super) logging: bool,
+    /// This commit's log entries and the transitions they hold.
+    pub(super) pending_log: Vec<(u64, Vec<u8>)>,
+    pub(super) pending_feed: Vec<(u64, Transition)>,
+    pub(super) durable_before: Arc<AtomicU64>,
+    pub(super) done_before: Arc<AtomicU64>,
+    pub(super) progress: Arc<Progress>,
+    pub(super) abort: Arc<Abort>,
+    pub(super) sync: bool,
+    /// Pair values of the next commit (each worker flushes its dirty pairs at
+    /// commit epochs; workers own disjoint pairs).
+    pub(super) pending_puts: Vec<(PairKey, Vec<u8>)>,
+    pub(super) epochs_done: u64,
+    /// Kafka topics for transitions and dead letters (`rliv run`).
+    pub(super) sink: Option<crate::kafka::KafkaSink>,
+}
+
+impl Committer {
+    pub(super) fn run(&mut self, rx: Receiver<Report>) -> Result<(), JobError> {
+        let mut marks: std::collections::BTreeMap<u64, InputMark> = Default::default();
+        let mut accs: std::collections::BTreeMap<u64, EpochAcc> = Default::default();
+        let mut before = vec![self.cp.next_epoch; self.workers];
+        let mut failed: Option<JobError> = None;
+        for msg in rx {
+            match msg {
+                Report::Input(m) => {
+                    marks.insert(m.epoch, m);
+                }
+                Report::Epoch { epoch, items, .. } => {
+                    let acc = accs.entry(epoch).or_default();
+                    for item in items {
+                        match item {
+                            Side::Dead(d) => acc.dead.push(d),
+                            Side::Counts(c) => acc.counters.merge(&c),
+                            Side::Snapshot(w, s) => acc.snapshots.push((w, s)),
+                            Side::Transitions(t) => acc.transitions.push(t),
+                            Side::Puts(p) => acc.puts.push(p),
+                        }
+                    }
+                }
+                Report::Frontier { worker, before: b } => {
+                    if let Some(slot) = before.get_mut(worker) {
+                        *slot = (*slot).max(b);
+                    }
+                    let complete = before.iter().copied().min().unwrap_or(0);
+                    loop {
+                        let next_mark = marks.keys().next().copied().filter(|e| *e < complete);
+                        let next_acc = accs.keys().next().copied().filter(|e| *e < complete);
+                        let Some(epoch) = next_mark.into_iter().chain(next_acc).min() else {
+                            break;
+                        };
+                        let mark = marks.remove(&epoch);
+                        let acc = accs.remove(&epoch).unwrap_or_default();
+                        if failed.is_none() && !self.abort.raised() {
+                            if let Err(e) = self.finish_epoch(epoch, mark, acc) {
+                                self.abort.raise(e.to_string());
+                                failed = Some(e);
+                            }
+                        }
+                        self.done_before.store(epoch + 1, Ordering::Release);
+                    }
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn finish_epoch(
+        &mut self,
+        epoch: u64,
+        mark: Option<InputMark>,
+        mut acc: EpochAcc,
+    ) -> Result<(), JobError> {
+        self.write_transitions(std::mem::take(&mut acc.transitions))?;
+        acc.dead
+            .sort_by(|a, b| (a.origin, a.reason).cmp(&(b.origin, b.reason)));
+        let mut line = Vec::new();
+        for d in &acc.dead {
+            line.clear();
+            let (source, file) = self
+                .file_names
+                .get(d.origin.file as usize)
+                .map_or(("", ""), |(s, p)| (s.name(), p.as_str()));
+            let rec = DeadLetterLine {
+                source,
+                file,
+                line: d.origin.line,
+                reason: d.reason.name(),
+                detail: &d.detail,
+                raw: &d.raw,
+            };
+            serde_json::to_writer(&mut line, &rec).map_err(|e| JobError::Aborted(e.to_string()))?;
+            if let Some((sink, topic)) = self
+                .sink
+                .as_ref()
+                .and_then(|s| s.dead_letter_topic.as_deref().map(|t| (s, t)))
+            {
+                let key = format!("{}:{}", rec.file, rec.line);
+                sink.send(topic, key.as_bytes(), &line)
+                    .map_err(JobError::Aborted)?;
+            }
+            line.push(b'\n');
+            self.dead.write(&line)?;
+        }
+        for batch in acc.puts {
+            self.pending_puts.extend(batch);
+        }
+        self.cp.counters.merge(&acc.counters);
+        self.epochs_done += 1;
+        self.progress
+            .lines
+            .fetch_add(acc.counters.get(Counter::Lines), Ordering::Relaxed);
+        self.progress.closed_exposures.fetch_add(
+            acc.counters.get(Counter::ClosedExposures),
+            Ordering::Relaxed,
+        );
+        self.progress
+            .pairs
+            .store(self.cp.counters.get(Counter::NewPairs), Ordering::Relaxed);
+        self.progress
+            .epochs
+            .store(self.epochs_done, Ordering::Relaxed);
+        self.progress
+            .dead_letters
+            .fetch_add(acc.dead.len() as u64, Ordering::Relaxed);
+        self.progress
+            .transitions
+            .fetch_add(acc.counters.get(Counter::Transitions), Ordering::Relaxed);
+
+        let Some(mark) = mark else { return Ok(()) };
+        self.cp.next_epoch = epoch + 1;
+        self.cp.positions = mark.positions.files.clone();
+        self.cp.offsets = mark.positions.offsets.clone();
+        self.cp.partition_ts = mark.positions.partition_ts.clone();
+        if !mark.commit {
+            return Ok(());
+        }
+        if acc.snapshots.len() != self.workers {
+            return Err(JobError::Aborted(format!(
+                "epoch {epoch}: {} of {} window snapshots arrived",
+                acc.snapshots.len(),
+                self.workers
+            )));
+        }
+        self.cp.finished = mark.last && !mark.stopped;
+        self.cp.commits += 1;
+        // A snapshot that does not decode would be restored as an empty
+        // window on resume: fail the commit instead of counting it as zero.
+        let mut open = 0u64;
+        for (w, s) in &acc.snapshots {
+            let (_, j) = decode_snapshot(s).map_err(|e| {
+                JobError::Aborted(format!(
+                    "epoch {epoch}: worker {w}'s window snapshot does not decode: {e}"
+                ))
+            })?;
+            open += j.open_exposures() as u64;
+        }
+        self.cp.open_exposures = open;
+        let sync = self.sync;
+        if let Some(t) = self.transitions.as_mut() {
+            t.flush(sync)?;
+            if let Some(pos) = self.cp.transitions.as_mut() {
+                pos.len = t.len;
+            }
+        }
+        self.dead.flush(sync)?;
+        self.cp.dead_letters.len = self.dead.len;
+        // Topics first, then the state: at-least-once for the topics.
+        if let Some(sink) = &self.sink {
+            sink.flush().map_err(JobError::Aborted)?;
+        }
+
+        let mut commit = Commit {
+            meta_delete_prefixes: vec![WINDOW_PREFIX.to_vec()],
+            ..Commit::default()
+        };
+        commit.pairs = std::mem::take(&mut self.pending_puts);
+        acc.snapshots.sort_by_key(|(w, _)| *w);
+        for (w, s) in acc.snapshots {
+            let mut key = WINDOW_PREFIX.to_vec();
+            key.extend_from_slice(format!("{w:05}").as_bytes());
+            commit.meta_puts.push((key, s));
+        }
+        commit.log_puts = std::mem::take(&mut self.pending_log);
+        if let Some(feed) = &self.learner {
+            let cut = crate::feed::truncate_below(feed, self.cp.log_end);
+            if cut > self.cp.log_start {
+                commit.log_delete = Some(self.cp.log_start..cut);
+                self.cp.log_start = cut;
+            }
+        }
+        let cp = serde_json::to_vec(&self.cp).map_err(|e| JobError::Aborted(e.to_string()))?;
+        commit.meta_puts.push((CHECKPOINT_KEY.to_vec(), cp));
+        crate::failpoint::hit("job.before_commit");
+        self.store.commit(commit)?;
+        crate::failpoint::hit("job.after_commit");
+        self.durable_before.store(epoch + 1, Ordering::Release);
+        // Only now may the learner see them: a crash before this commit
+        // replays them, and the learner must not have taken them yet.
+        self.feed_committed();
+        if let Some(sink) = &self.sink {
+            sink.commit_offsets(&self.cp.offsets);
+        }
+        Ok(())
+    }
+
+    /// Writes one epoch's transitions in (user, author, ts, request, item)
+    /// order, whatever the number of workers, and feeds the consumer.
+    fn write_transitions(&mut self, mut batches: Vec<TransitionBatch>) -> Result<(), JobError> {
+        let mut order: Vec<(usize, usize)> = Vec::new();
+        for (b, batch) in batches.iter().enumerate() {
+            order.extend((0..batch.keys.len()).map(|i| (b, i)));
+        }
+        if batches.len() > 1 {
+            order.sort_unstable_by(|x, y| batches[x.0].keys[x.1].cmp(&batches[y.0].keys[y.1]));
+        }
+        if let Some((sink, topic)) = self
+            .sink
+            .as_ref()
+            .and_then(|s| s.transitions_topic.as_deref().map(|t| (s, t)))
+        {
+            for &(b, i) in &order {
+                let batch = &batches[b];
+                let start = if i == 0 {
+                    0
+                } else {
+                    batch.ends[i - 1] as usize
+                };
+                let line = &batch.lines[start..batch.ends[i] as usize];
+                let (_, _, request, item) = batch.keys[i];
+                let key = format!("{request}:{item}");
+                sink.send(
+                    topic,
+                    key.as_bytes(),
+                    line.strip_suffix(b"\n").unwrap_or(line),
+                )
+                .map_err(JobError::Aborted)?;
+            }
+        }
+        if let Some(out) = self.transitions.as_mut() {
+            for &(b, i) in &order {
+                let batch = &batches[b];
+                let start = if i == 0 {
+                    0
+                } else {
+                    batch.ends[i - 1] as usize
+                };
+                out.write(&batch.lines[start..batch.ends[i] as usize])?;
+            }
+        }
+        if self.logging {
+            let mut records: Vec<Vec<Option<Transition>>> = batches
+                .iter_mut()
+                .map(|b| {
+                    std::mem::take(&mut b.records)
+                        .into_iter()
+                        .map(Some)
+                        .collect()
+                })
+                .collect();
+            for (b, i) in order {
+                if let Some(t) = records[b][i].take() {
+                    let seq = self.cp.log_end;
+                    let bytes = crate::feed::encode(&t)
+                        .map_err(|e| JobError::Aborted(format!("encoding a transition: {e}")))?;
+                    self.pending_log.push((seq, bytes));
+                    self.pending_feed.push((seq, t));
+                    // Committed with the next commit (the checkpoint is
+                    // only written then).
+                    self.cp.log_end = seq + 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands the learner the transitions the last commit made durable.
+    fn feed_committed(&mut self) {
+        let pending = std::mem::take(&mut self.pending_feed);
+        let Some(feed) = &self.learner else { return };
+        for (seq, t) in pending {
+            if feed.tx.send(crate::feed::Fed::Logged(seq, t)).is_err() {
+                // The learner hung up (it failed; the run reports it): keep
+                // logging, so that a resumed learner gets these back.
+                tracing::warn!("the learner stopped taking transitions at log entry {seq}");
+                self.learner = None;
+                break;
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct DeadLetterLine<'a> {
+    source: &'a str,
+    file: &'a str,
+    line: u64,
+    reason: &'a str,
+    detail: &'a str,
+    raw: &'a str,
+}
