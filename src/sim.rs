@@ -268,13 +268,50 @@ fn method(cfg: &Config, name: &str, seed: u64, dir: &Path, quiet: bool) -> Resul
 
 /// Runs one policy in the world of `seed`.
 pub fn run_one(cfg: &Config, opts: &SimOptions, name: &str, seed: u64) -> Result<RunResult> {
+    run_one_with(cfg, opts, name, seed, &indicatif::ProgressBar::hidden())
+}
+
+/// A bar over every simulated day of every policy and seed, on a terminal
+/// only (hidden with `--quiet` or when stderr is a file).
+fn progress_bar(days: u64, quiet: bool) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if quiet || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(days);
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} simulated days  {elapsed_precise} (eta {eta})  {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar
+}
+
+/// A line above the bar (or on stderr when there is no bar).
+fn say(bar: &indicatif::ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn run_one_with(
+    cfg: &Config,
+    opts: &SimOptions,
+    name: &str,
+    seed: u64,
+    bar: &indicatif::ProgressBar,
+) -> Result<RunResult> {
     let started = std::time::Instant::now();
     let dir = opts.out.join(name).join(format!("seed-{seed}"));
     if dir.exists() {
         std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
     }
     let mut sim = Simulator::new(opts.sim.clone(), seed)?;
-    let mut m = method(cfg, name, seed, &dir, opts.quiet)?;
+    bar.set_message(format!("{name}, seed {seed}"));
+    // With a bar, the pipeline's per-day lines would break it up.
+    let mut m = method(cfg, name, seed, &dir, opts.quiet || !bar.is_hidden())?;
     // The logged history: the random policy's sessions.
     let mut logger = RandomPolicy::new(seed ^ 0x1066);
     for _ in 0..opts.warmup_rounds {
@@ -283,6 +320,7 @@ pub fn run_one(cfg: &Config, opts: &SimOptions, name: &str, seed: u64) -> Result
             Method::Baseline(p) => p.end_round(&report.events),
             Method::Rliv(_, pipe) => pipe.ingest(&report.events)?,
         }
+        bar.inc(1);
     }
     if let Method::Rliv(p, pipe) = &mut m {
         if opts.warmup_rounds > 0 {
@@ -302,13 +340,17 @@ pub fn run_one(cfg: &Config, opts: &SimOptions, name: &str, seed: u64) -> Result
             pipe.ingest(&report.events)?;
             p.refresh(&pipe.checkpoints, &pipe.state)?;
         }
+        bar.inc(1);
         if !opts.quiet {
-            eprintln!(
-                "{name} seed {seed} round {}: session length {:.2}, watch/session {:.0} s, CTR {:.3}",
-                report.round,
-                report.metrics.session_length,
-                report.metrics.watch_time_per_session,
-                report.metrics.ctr
+            say(
+                bar,
+                format!(
+                    "{name} seed {seed} round {}: session length {:.2}, watch/session {:.0} s, CTR {:.3}",
+                    report.round,
+                    report.metrics.session_length,
+                    report.metrics.watch_time_per_session,
+                    report.metrics.ctr
+                ),
             );
         }
         rounds.push(report.metrics);
@@ -501,23 +543,30 @@ pub fn run(cfg: &Config, opts: &SimOptions) -> Result<(Vec<PolicySummary>, Vec<P
     }
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
+    let days = (opts.policies.len() * opts.seeds.len()) as u64
+        * u64::from(opts.warmup_rounds + opts.rounds);
+    let bar = progress_bar(days, opts.quiet);
     let mut runs = Vec::new();
     for name in &opts.policies {
         for &seed in &opts.seeds {
-            let r = run_one(cfg, opts, name, seed)
+            let r = run_one_with(cfg, opts, name, seed, &bar)
                 .with_context(|| format!("policy {name}, seed {seed}"))?;
             if !opts.quiet {
-                eprintln!(
-                    "{name} seed {seed}: session length {:.3}, watch/session {:.0} s ({:.0} s, {:.0} requests/s)",
-                    r.total.session_length,
-                    r.total.watch_time_per_session,
-                    r.seconds,
-                    r.requests_per_s
+                say(
+                    &bar,
+                    format!(
+                        "{name} seed {seed}: session length {:.3}, watch/session {:.0} s ({:.0} s, {:.0} requests/s)",
+                        r.total.session_length,
+                        r.total.watch_time_per_session,
+                        r.seconds,
+                        r.requests_per_s
+                    ),
                 );
             }
             runs.push(r);
         }
     }
+    bar.finish_and_clear();
     let summaries: Vec<PolicySummary> = opts
         .policies
         .iter()
