@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{newest_manifest, rliv_bin, s};
+use common::{newest_manifest, rliv_bin, s, FAST_LEARNER};
 use rliv::tansu::Broker;
 use rliv_dataflows::metrics::Counter;
 use std::path::{Path, PathBuf};
@@ -376,17 +376,8 @@ fn a_killed_run_with_training_gives_the_learner_every_transition_once() {
     let dir = tempfile::tempdir().expect("tmp");
     let broker = Broker::start(&dir.path().join("broker")).expect("start tansu");
     let mut env = Env::new(&broker, "learn");
-    for (k, v) in [
-        ("RLIV__LEARNER__ID_ROWS", "4096"),
-        ("RLIV__LEARNER__FEATURE_ROWS", "1024"),
-        ("RLIV__LEARNER__MIN_BUFFER", "500"),
-        ("RLIV__LEARNER__BUFFER_CAPACITY", "3000"),
-        ("RLIV__LEARNER__BATCH_SIZE", "64"),
-        ("RLIV__LEARNER__UPDATES_PER_TRANSITION", "0.01"),
-        ("RLIV__LEARNER__CHECKPOINT_EVERY_UPDATES", "30"),
-        ("RLIV__REPLAY__TRANSITIONS_CHANNEL_CAPACITY", "256"),
-    ] {
-        env.vars.push((k.into(), v.into()));
+    for (k, v) in FAST_LEARNER {
+        env.vars.push((k.to_string(), v.to_string()));
     }
     load(&env, dir.path(), 2, 20_000);
     let args = |state: &Path, ck: &Path| -> Vec<String> {

@@ -10,25 +10,15 @@
 
 mod common;
 
-use common::{newest_manifest, ok, rliv_bin, s};
+use common::{newest_manifest, ok, rliv_bin, s, FAST_LEARNER};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A small, fast learner that checkpoints often, a buffer small enough for
-/// the log to be truncated behind it, and frequent state commits.
+/// Frequent state commits, in small chunks, beside `FAST_LEARNER`.
 const SMALL: &[(&str, &str)] = &[
-    ("RLIV__LEARNER__ID_ROWS", "4096"),
-    ("RLIV__LEARNER__FEATURE_ROWS", "1024"),
-    ("RLIV__LEARNER__MIN_BUFFER", "500"),
-    ("RLIV__LEARNER__BUFFER_CAPACITY", "3000"),
-    ("RLIV__LEARNER__BATCH_SIZE", "64"),
-    ("RLIV__LEARNER__UPDATES_PER_TRANSITION", "0.01"),
-    ("RLIV__LEARNER__CHECKPOINT_EVERY_UPDATES", "30"),
-    ("RLIV__LEARNER__KEEP_CHECKPOINTS", "3"),
     ("RLIV__REPLAY__COMMIT_INTERVAL_MS", "20"),
     ("RLIV__REPLAY__CHUNK_LINES", "256"),
     ("RLIV__REPLAY__MAX_INFLIGHT_CHUNKS", "4"),
-    ("RLIV__REPLAY__TRANSITIONS_CHANNEL_CAPACITY", "256"),
 ];
 const REFILL: u64 = 3000;
 
@@ -42,7 +32,7 @@ struct World {
 fn rliv(args: &[&str], failpoint: Option<&str>) -> Output {
     let mut cmd = Command::new(rliv_bin());
     cmd.args(args);
-    for (k, v) in SMALL {
+    for (k, v) in FAST_LEARNER.iter().chain(SMALL) {
         cmd.env(k, v);
     }
     match failpoint {

@@ -40,9 +40,9 @@ pub(super) struct Committer {
     /// Transitions go into the log (a learner is attached; stays on if it
     /// hangs up, so that a resumed learner gets them back).
     pub(super) logging: bool,
-    /// This commit's log entries and the transitions they hold.
-    pub(super) pending_log: Vec<(u64, Vec<u8>)>,
-    pub(super) pending_feed: Vec<(u64, Transition)>,
+    /// The transitions since the last commit: log entries
+    /// `cp.log_end - pending.len() .. cp.log_end`, written with the next commit.
+    pub(super) pending: Vec<Transition>,
     pub(super) durable_before: Arc<AtomicU64>,
     pub(super) done_before: Arc<AtomicU64>,
     pub(super) progress: Arc<Progress>,
@@ -225,7 +225,12 @@ impl Committer {
             key.extend_from_slice(format!("{w:05}").as_bytes());
             commit.meta_puts.push((key, s));
         }
-        commit.log_puts = std::mem::take(&mut self.pending_log);
+        let first = self.cp.log_end - self.pending.len() as u64;
+        for (seq, t) in (first..).zip(&self.pending) {
+            let bytes = crate::feed::encode(t)
+                .map_err(|e| JobError::Aborted(format!("encoding a transition: {e}")))?;
+            commit.log_puts.push((seq, bytes));
+        }
         if let Some(feed) = &self.learner {
             let cut = crate::feed::truncate_below(feed, self.cp.log_end);
             if cut > self.cp.log_start {
@@ -304,14 +309,10 @@ impl Committer {
                 .collect();
             for (b, i) in order {
                 if let Some(t) = records[b][i].take() {
-                    let seq = self.cp.log_end;
-                    let bytes = crate::feed::encode(&t)
-                        .map_err(|e| JobError::Aborted(format!("encoding a transition: {e}")))?;
-                    self.pending_log.push((seq, bytes));
-                    self.pending_feed.push((seq, t));
-                    // Committed with the next commit (the checkpoint is
-                    // only written then).
-                    self.cp.log_end = seq + 1;
+                    self.pending.push(t);
+                    // Durable with the next commit (the checkpoint is only
+                    // written then).
+                    self.cp.log_end += 1;
                 }
             }
         }
@@ -320,9 +321,10 @@ impl Committer {
 
     /// Hands the learner the transitions the last commit made durable.
     fn feed_committed(&mut self) {
-        let pending = std::mem::take(&mut self.pending_feed);
+        let pending = std::mem::take(&mut self.pending);
+        let first = self.cp.log_end - pending.len() as u64;
         let Some(feed) = &self.learner else { return };
-        for (seq, t) in pending {
+        for (seq, t) in (first..).zip(pending) {
             if feed.tx.send(crate::feed::Fed::Logged(seq, t)).is_err() {
                 // The learner hung up (it failed; the run reports it): keep
                 // logging, so that a resumed learner gets these back.

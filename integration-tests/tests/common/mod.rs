@@ -110,3 +110,17 @@ pub fn newest_manifest(dir: &Path) -> Option<serde_json::Value> {
     let bytes = std::fs::read(newest.join("manifest.json")).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
+
+/// A small, fast learner that checkpoints often, with a buffer small enough
+/// for the transition log to be truncated behind it (the learner-crash tests).
+pub const FAST_LEARNER: &[(&str, &str)] = &[
+    ("RLIV__LEARNER__ID_ROWS", "4096"),
+    ("RLIV__LEARNER__FEATURE_ROWS", "1024"),
+    ("RLIV__LEARNER__MIN_BUFFER", "500"),
+    ("RLIV__LEARNER__BUFFER_CAPACITY", "3000"),
+    ("RLIV__LEARNER__BATCH_SIZE", "64"),
+    ("RLIV__LEARNER__UPDATES_PER_TRANSITION", "0.01"),
+    ("RLIV__LEARNER__CHECKPOINT_EVERY_UPDATES", "30"),
+    ("RLIV__LEARNER__KEEP_CHECKPOINTS", "3"),
+    ("RLIV__REPLAY__TRANSITIONS_CHANNEL_CAPACITY", "256"),
+];
