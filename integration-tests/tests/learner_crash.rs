@@ -14,12 +14,8 @@ use common::{newest_manifest, ok, rliv_bin, s, FAST_LEARNER};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Frequent state commits, in small chunks, beside `FAST_LEARNER`.
-const SMALL: &[(&str, &str)] = &[
-    ("RLIV__REPLAY__COMMIT_INTERVAL_MS", "20"),
-    ("RLIV__REPLAY__CHUNK_LINES", "256"),
-    ("RLIV__REPLAY__MAX_INFLIGHT_CHUNKS", "4"),
-];
+/// Frequent state commits, beside `FAST_LEARNER`.
+const SMALL: &[(&str, &str)] = &[("RLIV__REPLAY__COMMIT_INTERVAL_MS", "20")];
 const REFILL: u64 = 3000;
 
 struct World {

@@ -113,7 +113,11 @@ pub fn newest_manifest(dir: &Path) -> Option<serde_json::Value> {
 
 /// A small, fast learner that checkpoints often, with a buffer small enough
 /// for the transition log to be truncated behind it (the learner-crash tests).
+/// Small chunks and few in flight pace the job by the learner, so that the
+/// job commits many times while the learner trains.
 pub const FAST_LEARNER: &[(&str, &str)] = &[
+    ("RLIV__REPLAY__CHUNK_LINES", "256"),
+    ("RLIV__REPLAY__MAX_INFLIGHT_CHUNKS", "4"),
     ("RLIV__LEARNER__ID_ROWS", "4096"),
     ("RLIV__LEARNER__FEATURE_ROWS", "1024"),
     ("RLIV__LEARNER__MIN_BUFFER", "500"),
