@@ -19,7 +19,10 @@
 //! was classified late). Any client error forgets what was known, so after a
 //! reconnect every partition has to be confirmed at its end again. In a live
 //! run a partition stops holding the watermark back once it has been at its
-//! end for `idle_timeout_ms`; with `--until-end`, as soon as it is at its end.
+//! end for `idle_timeout_ms`. With `--until-end`, a partition that has
+//! delivered data never stops holding it (at its newest event): a producer
+//! may still be writing, and the run's last watermark must be one the next
+//! run can continue from exactly.
 //!
 //! [`KafkaSink`] produces transitions and dead letters with an idempotent
 //! producer; the committer flushes it before each state commit, so both
@@ -486,12 +489,28 @@ impl KafkaReader {
         }
     }
 
-    /// Whether a drained partition no longer holds the watermark back: at
-    /// its end, and (in a live run) for `idle_timeout_ms`.
+    /// Whether a drained partition no longer holds the watermark back.
+    ///
+    /// In a live run: once it has been at its end for `idle_timeout_ms`.
+    /// With `--until-end`, a partition that has delivered data holds the
+    /// watermark at its newest event for the whole run, even at its end: a
+    /// producer may still be writing, and what it writes next to this
+    /// partition can be older than what a sibling has already delivered (a
+    /// producer batches per partition). The run ends once every partition is
+    /// at its end, so this costs no waiting, and the watermark a run leaves
+    /// behind is the slowest partition's, which the next run can continue
+    /// exactly. A partition that has never delivered anything says nothing
+    /// about time and holds nothing once at its end.
     fn finished_or_idle(&self, p: &Part) -> bool {
-        p.buf.is_empty()
-            && p.at_end
-                .is_some_and(|since| self.until_end || since.elapsed() >= self.idle)
+        let Some(since) = p.at_end else { return false };
+        if !p.buf.is_empty() {
+            return false;
+        }
+        if self.until_end {
+            p.max_ts.is_none()
+        } else {
+            since.elapsed() >= self.idle
+        }
     }
 
     /// The event-time progress of `source`: the slowest of its partitions

@@ -1,0 +1,1 @@
+//! CQL (discrete): not written yet.

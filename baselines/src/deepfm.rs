@@ -1,0 +1,1 @@
+//! DeepFM: not written yet.

@@ -1,0 +1,1 @@
+//! DQN: not written yet.

@@ -1,0 +1,1 @@
+//! RLUR: not written yet.
