@@ -9,6 +9,7 @@ pub mod bench_kafka;
 pub mod bench_serve;
 pub mod config;
 pub mod eval_liv;
+pub mod experiment;
 pub mod gen;
 pub mod plot;
 pub mod run;

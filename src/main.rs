@@ -1,18 +1,17 @@
-//! The `rliv` command line.
+//! The `rliv` command line: parses the arguments and dispatches.
 
-use std::io::{IsTerminal, Write};
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use rliv::config::Config;
 use rliv_dataflows::job::JobError;
-use rliv_dataflows::{run_replay, Progress, ReplayRequest, Summary};
-use rliv_state::{PairKey, Store};
+use rliv_state::Store;
 
 #[derive(Parser)]
 #[command(name = "rliv", version, about = "Lifelong interaction value of user-author pairs (RLIV-UA): \
@@ -47,10 +46,10 @@ enum Cmd {
     },
     /// Replay exposure and action files into a pair-state directory
     /// (with --train, train the learner on its transitions as they come).
-    Replay(ReplayArgs),
+    Replay(cli::replay::ReplayArgs),
     /// Run the job continuously on Kafka topics ([kafka] in the config):
     /// exactly-once pair state, transitions and dead letters to topics.
-    Run(RunArgs),
+    Run(cli::replay::RunArgs),
     /// Kafka helpers: create the topics, load a JSONL file into a topic.
     Kafka {
         #[command(subcommand)]
@@ -94,8 +93,8 @@ enum Cmd {
         /// Only pairs with this author.
         #[arg(long)]
         author: Option<u64>,
-        #[arg(long, value_enum, default_value_t = Format::Jsonl)]
-        format: Format,
+        #[arg(long, value_enum, default_value_t = cli::dump::Format::Jsonl)]
+        format: cli::dump::Format,
         /// Stop after this many pairs.
         #[arg(long)]
         limit: Option<u64>,
@@ -127,7 +126,12 @@ enum Cmd {
     /// each policy; after every simulated day its events go through the
     /// real replay -> learner path (rliv policies) or the baselines' logs.
     /// Prints mean and 95% CI over seeds; writes summary.json, runs.json.
-    Sim(SimArgs),
+    Sim(cli::sim::SimArgs),
+    /// The paper's offline evaluation on the simulator: Tables 2-3 (the
+    /// baselines DeepFM, CQL, DQN, TD3, RLUR, RLIV-UA and its ablations,
+    /// mean and 95% CI over seeds) and Figure 5 (learning curves), written
+    /// as Markdown, CSV and PNG (configs/experiment.toml).
+    Experiment(rliv::experiment::ExperimentArgs),
     /// On held-out transitions: each tower's predicted LIV against the
     /// pair's realized discounted return, by decile, with Spearman's rho
     /// (the pair's own history beside it).
@@ -150,41 +154,6 @@ enum Cmd {
         #[command(subcommand)]
         cmd: rliv::bench::BenchCmd,
     },
-}
-
-#[derive(clap::Args)]
-struct SimArgs {
-    /// The simulated world (default: the embedded configs/sim.toml).
-    #[arg(long)]
-    sim_config: Option<PathBuf>,
-    /// Comma-separated policies: rliv, rliv_gamma0 (the same model, myopic),
-    /// random, item_ctr, item_watch, pair_history, oracle (myopic oracle).
-    #[arg(
-        long,
-        default_value = "rliv,rliv_gamma0,pair_history,item_watch,random,oracle"
-    )]
-    policies: String,
-    /// Number of seeds (worlds); seed i is `seed + i`.
-    #[arg(long, default_value_t = 3)]
-    seeds: u64,
-    /// First seed.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Simulated days of random-policy logs every method starts from.
-    #[arg(long, default_value_t = 3)]
-    warmup_rounds: u32,
-    /// Simulated days ranked by the policy (the ones measured).
-    #[arg(long, default_value_t = 6)]
-    rounds: u32,
-    /// Output directory (events, states, checkpoints, summary.json, runs.json).
-    #[arg(long, default_value = "sim-out")]
-    out: PathBuf,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    json: bool,
-    /// No per-round lines.
-    #[arg(short, long)]
-    quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -210,85 +179,10 @@ enum KafkaCmd {
     Offsets,
 }
 
-/// What `replay` and `run` share: the state, the outputs, the learner and
-/// the service beside the job.
-#[derive(clap::Args)]
-struct JobArgs {
-    /// State directory (RocksDB): pair counters, input positions, the
-    /// transition log. Running again on the same directory resumes or continues.
-    #[arg(long)]
-    state: PathBuf,
-    /// Also write ASA transitions as JSONL here.
-    #[arg(long)]
-    transitions: Option<PathBuf>,
-    /// Dead-letter JSONL file (default: STATE/dead-letters.jsonl).
-    #[arg(long)]
-    dead_letters: Option<PathBuf>,
-    /// Worker threads (default: replay.workers).
-    #[arg(short = 'w', long)]
-    workers: Option<usize>,
-    /// Print the closing summary as JSON on stdout.
-    #[arg(long)]
-    json: bool,
-    /// No progress bar.
-    #[arg(long, short = 'q')]
-    quiet: bool,
-    /// Train the learner on the transitions as they come (needs --checkpoints).
-    #[arg(long, requires = "checkpoints")]
-    train: bool,
-    /// Checkpoint directory of the learner.
-    #[arg(long)]
-    checkpoints: Option<PathBuf>,
-    /// Continue the learner from its newest checkpoint (with --train).
-    #[arg(long)]
-    resume: bool,
-    /// Serve /rank and /metrics on this address while the job runs (models
-    /// from --checkpoints; `run` defaults them to STATE/checkpoints).
-    #[arg(long)]
-    serve: Option<String>,
-}
-
-#[derive(clap::Args)]
-struct RunArgs {
-    #[command(flatten)]
-    job: JobArgs,
-    /// Stop once every partition is at its end (otherwise run until Ctrl-C / SIGTERM).
-    #[arg(long)]
-    until_end: bool,
-    /// Close the exposures still open when the run stops (default: keep
-    /// them, so the next run continues the stream).
-    #[arg(long)]
-    drain_at_end: bool,
-}
-
 #[derive(Subcommand)]
 enum ConfigCmd {
     /// Print the effective configuration (defaults + --config + RLIV__* env).
     Show,
-}
-
-#[derive(Copy, Clone, ValueEnum)]
-enum Format {
-    Jsonl,
-    Csv,
-}
-
-#[derive(clap::Args)]
-struct ReplayArgs {
-    /// Exposure files or directories (.jsonl, .jsonl.gz); repeat or list several.
-    #[arg(long, required = true, num_args = 1..)]
-    exposures: Vec<PathBuf>,
-    /// Action files or directories.
-    #[arg(long, num_args = 1..)]
-    actions: Vec<PathBuf>,
-    #[command(flatten)]
-    job: JobArgs,
-    /// Keep exposures still open at the end in the state, for the next replay.
-    #[arg(long)]
-    keep_open: bool,
-    /// Allow replaying inputs this state already finished.
-    #[arg(long)]
-    allow_repeat: bool,
 }
 
 fn main() -> ExitCode {
@@ -352,7 +246,7 @@ fn run(cli: Cli) -> Result<()> {
                     "replay --serve needs --checkpoints (the models to serve)".into()
                 ));
             }
-            replay(&cfg, args, None)
+            cli::replay::replay(&cfg, args, None)
         }
         Cmd::Run(mut args) => {
             let (run, _progress) = rliv::run::kafka_run(&cfg.kafka, args.until_end)?;
@@ -362,14 +256,14 @@ fn run(cli: Cli) -> Result<()> {
             }
             let mut cfg = cfg.clone();
             cfg.replay.drain_at_end = args.drain_at_end;
-            let replay_args = ReplayArgs {
+            let replay_args = cli::replay::ReplayArgs {
                 exposures: Vec::new(),
                 actions: Vec::new(),
                 job: args.job,
                 keep_open: !args.drain_at_end,
                 allow_repeat: false,
             };
-            replay(&cfg, replay_args, Some(run))
+            cli::replay::replay(&cfg, replay_args, Some(run))
         }
         Cmd::Kafka { cmd } => match cmd {
             KafkaCmd::CreateTopics { partitions } => {
@@ -399,7 +293,7 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let progress = Arc::new(rliv_learner::trainer::TrainProgress::default());
             let _server = match (serve, state) {
-                (Some(addr), Some(state)) => Some(start_server(
+                (Some(addr), Some(state)) => Some(cli::replay::start_server(
                     &cfg,
                     addr,
                     &state,
@@ -428,7 +322,7 @@ fn run(cli: Cli) -> Result<()> {
             // Before the server starts: a signal from then on drains it.
             let stop = rliv::signal::install("serve: draining the requests in flight")
                 .context("installing the SIGTERM/SIGINT handlers")?;
-            let server = start_server(&cfg, addr, &state, &checkpoints, None)?;
+            let server = cli::replay::start_server(&cfg, addr, &state, &checkpoints, None)?;
             server.run_until(|| stop.wait().to_string());
             Ok(())
         }
@@ -438,7 +332,7 @@ fn run(cli: Cli) -> Result<()> {
             author,
             format,
             limit,
-        } => dump(&state, user, author, format, limit),
+        } => cli::dump::dump(&state, user, author, format, limit),
         Cmd::Status { state } => {
             let store = Store::open_read_only(&state)?;
             match rliv_dataflows::Checkpoint::load(&store)? {
@@ -454,7 +348,8 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Bench { cmd } => rliv::bench::run(&cfg, cmd, cli.config.as_deref()),
-        Cmd::Sim(args) => sim(&cfg, args),
+        Cmd::Sim(args) => cli::sim::sim(&cfg, args),
+        Cmd::Experiment(args) => rliv::experiment::command(&cfg, args),
         Cmd::EvalLiv {
             transitions,
             checkpoints,
@@ -469,321 +364,5 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-    }
-}
-
-fn sim(cfg: &Config, args: SimArgs) -> Result<()> {
-    let world = match &args.sim_config {
-        Some(p) => rliv_sim::SimConfig::load(p)
-            .map_err(|e| rliv::train::UsageError(format!("{}: {e}", p.display())))?,
-        None => rliv_sim::SimConfig::from_toml_str(rliv::sim::DEFAULT_SIM_TOML)
-            .map_err(|e| anyhow::anyhow!("the embedded configs/sim.toml: {e}"))?,
-    };
-    let policies: Vec<String> = args
-        .policies
-        .split(',')
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect();
-    let opts = rliv::sim::SimOptions {
-        sim: world,
-        policies,
-        seeds: (0..args.seeds).map(|i| args.seed + i).collect(),
-        warmup_rounds: args.warmup_rounds,
-        rounds: args.rounds,
-        out: args.out.clone(),
-        quiet: args.quiet,
-    };
-    let (summaries, pairs) = rliv::sim::run(cfg, &opts)?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"summary": summaries, "paired": pairs})
-            )?
-        );
-    } else {
-        println!(
-            "rliv sim: {} seed(s), {} warm-up day(s) of random-policy logs, {} measured day(s); mean ± 95% CI over seeds",
-            opts.seeds.len(),
-            opts.warmup_rounds,
-            opts.rounds
-        );
-        print!("{}", rliv::sim::table(&summaries));
-        print!("{}", rliv::sim::paired_table(&pairs));
-        println!(
-            "(summary.json, paired.json, runs.json and the learning curves, {}, in {})",
-            rliv::sim::CURVE_PNG,
-            args.out.display()
-        );
-    }
-    Ok(())
-}
-
-fn start_server(
-    cfg: &Config,
-    addr: String,
-    state: &std::path::Path,
-    checkpoints: &std::path::Path,
-    training: Option<Arc<rliv_learner::trainer::TrainProgress>>,
-) -> Result<rliv::serve::Server> {
-    let scfg = rliv::serve::ServeConfig {
-        addr,
-        ..cfg.serve.clone()
-    };
-    // The address may come from a flag (--addr, --serve): a bad one is a usage error.
-    scfg.validate().map_err(rliv::train::UsageError)?;
-    let server = rliv::serve::Server::start(scfg, state, checkpoints)?;
-    server.state.set_training(training);
-    eprintln!(
-        "serve: listening on http://{} (POST /rank, GET /healthz, GET /metrics)",
-        server.addr
-    );
-    Ok(server)
-}
-
-fn replay(
-    cfg: &Config,
-    args: ReplayArgs,
-    kafka: Option<rliv_dataflows::job::KafkaRun>,
-) -> Result<()> {
-    let job = args.job;
-    let mut req = ReplayRequest::new(args.exposures, args.actions, job.state);
-    let is_run = kafka.is_some();
-    req.kafka = kafka;
-    req.transitions = job.transitions;
-    req.dead_letters = job.dead_letters;
-    req.join = cfg.join.clone();
-    req.replay = cfg.replay.clone();
-    req.store = cfg.state.clone();
-    req.allow_repeat = args.allow_repeat;
-    if let Some(w) = job.workers {
-        req.replay.workers = w;
-    }
-    if args.keep_open {
-        req.replay.drain_at_end = false;
-    }
-    let progress = Arc::new(Progress::default());
-    req.progress = Some(progress.clone());
-    if !is_run {
-        // A run installs its own stop (`run::kafka_run`).
-        let stop = rliv::signal::install(
-            "replay: stopping at the next chunk boundary and committing (the same command resumes it)",
-        )
-        .context("installing the SIGTERM/SIGINT handlers")?;
-        req.stop = Some(stop.flag());
-    }
-    let learner = match (job.train, &job.checkpoints) {
-        (true, Some(dir)) => {
-            let (attached, feed) = rliv::train::attach(
-                &cfg.learner,
-                dir,
-                job.resume,
-                &req.state_dir,
-                cfg.replay.transitions_channel_capacity,
-                job.quiet,
-            )?;
-            req.learner = Some(feed);
-            Some(attached)
-        }
-        _ => None,
-    };
-    let _server = match (&job.serve, &job.checkpoints) {
-        (Some(addr), Some(ck)) => {
-            let server = start_server(
-                cfg,
-                addr.clone(),
-                &req.state_dir,
-                ck,
-                learner.as_ref().map(|a| a.progress.clone()),
-            )?;
-            server.state.set_job(Some(Arc::new(rliv::JobMetrics(
-                rliv_dataflows::metrics::JobFigures {
-                    progress: progress.clone(),
-                    kafka: req.kafka.as_ref().map(|k| k.progress.clone()),
-                },
-            ))));
-            Some(server)
-        }
-        _ => None,
-    };
-    let show = !job.quiet && std::io::stderr().is_terminal();
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let bar_thread = show.then(|| {
-        let (progress, done) = (progress.clone(), done.clone());
-        std::thread::spawn(move || progress_bar(&progress, &done))
-    });
-    let result = run_replay(req);
-    done.store(true, Ordering::SeqCst);
-    if let Some(t) = bar_thread {
-        let _ = t.join();
-    }
-    // The replay dropped its end of the channel: the learner finishes its
-    // owed updates and writes its final checkpoint.
-    let trained = match learner {
-        Some(a) => {
-            let r = a
-                .handle
-                .join()
-                .map_err(|_| anyhow::anyhow!("the learner thread panicked"))?;
-            Some(r.context("training failed")?)
-        }
-        None => None,
-    };
-    let summary = result.context("replay failed")?;
-    if job.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        print_summary(&summary, if is_run { "run" } else { "replay" });
-    }
-    if let Some((_, t)) = trained {
-        rliv::train::print_summary(&t);
-    }
-    Ok(())
-}
-
-fn progress_bar(p: &Progress, done: &std::sync::atomic::AtomicBool) {
-    let bar = indicatif::ProgressBar::new_spinner();
-    let style = indicatif::ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner());
-    bar.set_style(style);
-    let start = Instant::now();
-    while !done.load(Ordering::SeqCst) {
-        let lines = p.lines.load(Ordering::Relaxed);
-        let rate = lines as f64 / start.elapsed().as_secs_f64().max(1e-3);
-        bar.set_message(format!(
-            "{lines} events ({:.2} M/s)  closed exposures {}  pairs {}",
-            rate / 1e6,
-            p.closed_exposures.load(Ordering::Relaxed),
-            p.pairs.load(Ordering::Relaxed)
-        ));
-        bar.tick();
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bar.finish_and_clear();
-}
-
-fn print_summary(s: &Summary, what: &str) {
-    if s.up_to_date {
-        eprintln!(
-            "replay: the state already holds exactly these inputs, replayed to the end; nothing to do \
-             ({} pairs; --allow-repeat replays them again)",
-            s.pairs_total
-        );
-        return;
-    }
-    let g = |k: &str| s.run.get(k).copied().unwrap_or(0);
-    let mut out = String::new();
-    out += &format!(
-        "{what} {}: {} input events in {:.2}s ({:.0} events/s, {} workers), peak RSS {:.0} MiB\n",
-        match (s.resumed, s.finished || what == "run") {
-            (true, true) => "resumed and finished",
-            (false, true) => "finished",
-            (true, false) =>
-                "resumed and stopped before the end of its input (the same command resumes it)",
-            (false, false) => "stopped before the end of its input (the same command resumes it)",
-        },
-        g("lines"),
-        s.elapsed_s,
-        s.events_per_s,
-        s.workers,
-        s.peak_rss_bytes as f64 / (1 << 20) as f64
-    );
-    out += &format!(
-        "  exposures {}  actions {}  closed exposures {}  transitions {}  pairs in state {} (+{} new)\n",
-        g("exposures_parsed"),
-        g("actions_parsed"),
-        g("closed_exposures"),
-        g("transitions"),
-        s.pairs_total,
-        g("new_pairs")
-    );
-    out += &format!(
-        "  attributed actions {}  duplicates: exposures {} actions {}\n",
-        g("attributed_actions"),
-        g("duplicate_exposures"),
-        g("duplicate_actions")
-    );
-    out += &format!(
-        "  late actions {}  orphan actions {}  out-of-window {}  user mismatch {}  late exposures {}\n",
-        g("late_actions"),
-        g("orphan_actions"),
-        g("out_of_window_actions"),
-        g("user_mismatch_actions"),
-        g("late_exposures")
-    );
-    let rejected: Vec<String> = s
-        .run
-        .iter()
-        .filter(|(k, v)| k.starts_with("rejected_") && **v > 0)
-        .map(|(k, v)| format!("{}={v}", &k["rejected_".len()..]))
-        .collect();
-    out += &format!(
-        "  rejected lines: {}\n",
-        if rejected.is_empty() {
-            "none".to_string()
-        } else {
-            rejected.join(" ")
-        }
-    );
-    if s.open_exposures > 0 {
-        out += &format!(
-            "  {} exposures left open in the state (--keep-open)\n",
-            s.open_exposures
-        );
-    }
-    out += &format!("  dead letters: {}\n", s.dead_letters);
-    eprint!("{out}");
-}
-
-fn dump(
-    state: &std::path::Path,
-    user: Option<u64>,
-    author: Option<u64>,
-    format: Format,
-    limit: Option<u64>,
-) -> Result<()> {
-    let store = Store::open_read_only(state)?;
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let mut line = Vec::with_capacity(256);
-    if let Format::Csv = format {
-        out.write_all(rliv_state::json::PAIR_CSV_HEADER.as_bytes())?;
-    }
-    let mut n = 0u64;
-    let mut emit = |k: &PairKey, c: &rliv_state::PairCounters| -> Result<bool> {
-        if limit.is_some_and(|l| n >= l) {
-            return Ok(false);
-        }
-        line.clear();
-        match format {
-            Format::Jsonl => rliv_state::json::write_pair_jsonl(&mut line, k, c),
-            Format::Csv => rliv_state::json::write_pair_csv(&mut line, k, c),
-        }
-        n += 1;
-        match out.write_all(&line) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
-            Err(e) => Err(e.into()),
-        }
-    };
-    if let (Some(u), Some(a)) = (user, author) {
-        if let Some(c) = store.get_pair(PairKey::new(u, a))? {
-            emit(&PairKey::new(u, a), &c)?;
-        }
-    } else {
-        for item in store.scan_pairs(user)? {
-            let (k, c) = item?;
-            if author.is_some_and(|a| a != k.author_id) {
-                continue;
-            }
-            if !emit(&k, &c)? {
-                break;
-            }
-        }
-    }
-    match out.flush() {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => bail!(e),
-        _ => Ok(()),
     }
 }

@@ -37,9 +37,13 @@ pub struct Curve {
     pub session_length: Vec<(f64, f64)>,
     /// Mean watch time per session (seconds) per round and its CI half-width.
     pub watch_time: Vec<(f64, f64)>,
+    /// CTR per round and its band; empty: no CTR panel (it is drawn only
+    /// when every curve has one).
+    pub ctr: Vec<(f64, f64)>,
 }
 
-/// Writes a PNG of `series` to `path` ([`WIDTH`] x [`HEIGHT`] pixels).
+/// Writes a PNG of `series` to `path` ([`WIDTH`] x [`HEIGHT`] pixels, or
+/// half as wide again with a CTR panel).
 ///
 /// Fails, without writing anything, when `series` is empty, when a policy
 /// has no evaluated round, when `path` does not end in `.png`, or when the
@@ -69,7 +73,9 @@ pub fn learning_curves(series: &[Curve], path: &Path, title: &str) -> Result<()>
     }
     register_font()?;
 
-    let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
+    // 600 pixels per panel (two: WIDTH).
+    let width = WIDTH / 2 * panels(series).len() as u32;
+    let root = BitMapBackend::new(path, (width, HEIGHT)).into_drawing_area();
     draw(&root, series, title)
         .with_context(|| format!("drawing learning curves for {}", path.display()))?;
     root.present()
@@ -157,7 +163,7 @@ struct Panel {
     values: fn(&Curve) -> &[(f64, f64)],
 }
 
-const PANELS: [Panel; 2] = [
+const PANELS: [Panel; 3] = [
     Panel {
         caption: "session length",
         y_desc: "session length (requests)",
@@ -168,7 +174,21 @@ const PANELS: [Panel; 2] = [
         y_desc: "watch time per session (s)",
         values: |c| &c.watch_time,
     },
+    Panel {
+        caption: "CTR",
+        y_desc: "CTR (clicks per exposure)",
+        values: |c| &c.ctr,
+    },
 ];
+
+/// The panels drawn: CTR only when every curve has it.
+fn panels(series: &[Curve]) -> Vec<&'static Panel> {
+    let with_ctr = series.iter().all(|c| !c.ctr.is_empty());
+    PANELS
+        .iter()
+        .filter(|p| with_ctr || p.caption != "CTR")
+        .collect()
+}
 
 fn draw_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("plotting failed: {e}")
@@ -193,8 +213,9 @@ fn draw<DB: DrawingBackend>(
     let (_, body_h) = body.dim_in_pixel();
     let (plots, legend) = body.split_vertically(body_h as i32 - legend_h);
 
-    let panels = plots.split_evenly((1, 2));
-    for (area, panel) in panels.iter().zip(PANELS.iter()) {
+    let shown = panels(series);
+    let areas = plots.split_evenly((1, shown.len()));
+    for (area, panel) in areas.iter().zip(shown) {
         draw_panel(area, series, panel)?;
     }
 
@@ -440,6 +461,7 @@ mod tests {
             watch_time: (0..rounds)
                 .map(|r| (10.0 * base + 3.0 * slope * r as f64, 4.0))
                 .collect(),
+            ctr: Vec::new(),
         };
         vec![curve("greedy", 12.0, 0.3), curve("rliv", 11.0, 0.9)]
     }
@@ -569,6 +591,7 @@ mod tests {
                 policy: format!("policy number {i}"),
                 session_length: vec![(5.0 + i as f64, 0.5)],
                 watch_time: vec![(50.0, 0.0)],
+                ctr: vec![(0.3, 0.01)],
             });
         }
         let buf = render(&curves)?;
@@ -587,6 +610,7 @@ mod tests {
                 (f64::INFINITY, 0.0),
             ],
             watch_time: vec![(1.0, 0.0)],
+            ctr: Vec::new(),
         };
         let (lo, hi) = y_range(std::slice::from_ref(&c), |c| &c.session_length);
         assert!(lo < 8.0 && hi > 20.0 && hi < 25.0, "{lo}..{hi}");

@@ -45,6 +45,8 @@ pub struct SimOptions {
     pub rounds: u32,
     pub out: PathBuf,
     pub quiet: bool,
+    /// Hyperparameters of the paper's baselines (`rliv_baselines`).
+    pub baselines: rliv_baselines::BaselineConfig,
 }
 
 /// One policy in one world.
@@ -243,26 +245,85 @@ enum Method {
     Rliv(RlivPolicy, Pipeline),
 }
 
-fn method(cfg: &Config, name: &str, seed: u64, dir: &Path, quiet: bool) -> Result<Method> {
+/// The learned-LIV variants `rliv sim` knows: the full model, the myopic
+/// one and the paper's ablations (Section 4.3), with the `[learner]`
+/// switches each sets. `w/o MT` is one tower (`target_label`), `SL` the
+/// supervised reward head, `AL` the assistance gift network.
+pub const RLIV_VARIANTS: [(&str, &str); 7] = [
+    ("rliv", "RLIV-UA"),
+    ("rliv_gamma0", "RLIV-UA (gamma = 0, myopic)"),
+    ("rliv_wo_mt", "RLIV-UA (w/o MT)"),
+    ("rliv_wo_mt_sl", "RLIV-UA (w/o MT & SL)"),
+    ("rliv_wo_al_sl", "RLIV-UA (w/o AL & SL)"),
+    ("rliv_wo_sl", "RLIV-UA (w/o SL)"),
+    ("rliv_wo_al", "RLIV-UA (w/o AL)"),
+];
+
+/// The learner configuration of an rliv variant, or `None` for another name.
+pub fn rliv_variant(cfg: &LearnerConfig, name: &str) -> Option<LearnerConfig> {
+    let mut l = cfg.clone();
     match name {
-        "rliv" | "rliv_gamma0" => {
-            let mut cfg = cfg.clone();
-            if name == "rliv_gamma0" {
-                cfg.learner.gamma = 0.0;
-            }
-            cfg.learner.seed ^= seed;
-            Ok(Method::Rliv(
-                RlivPolicy::new(name)?,
-                Pipeline::new(cfg, dir, quiet)?,
-            ))
+        "rliv" => {}
+        "rliv_gamma0" => l.gamma = 0.0,
+        "rliv_wo_mt" => l.multi_task = false,
+        "rliv_wo_mt_sl" => {
+            l.multi_task = false;
+            l.supervised_head = false;
         }
-        other => rliv_sim::policies::by_name(other, seed ^ 0xBA5E)
-            .map(Method::Baseline)
-            .ok_or_else(|| {
-                anyhow!(
-                    "unknown policy {other:?} (rliv, rliv_gamma0, random, item_ctr, item_watch, pair_history, oracle)"
-                )
-            }),
+        "rliv_wo_al_sl" => {
+            l.assist_gift = false;
+            l.supervised_head = false;
+        }
+        "rliv_wo_sl" => l.supervised_head = false,
+        "rliv_wo_al" => l.assist_gift = false,
+        _ => return None,
+    }
+    Some(l)
+}
+
+/// Every policy name `rliv sim` accepts, for error messages.
+pub fn policy_names() -> String {
+    let mut names: Vec<&str> = RLIV_VARIANTS.iter().map(|(n, _)| *n).collect();
+    names.extend(["random", "item_ctr", "item_watch", "pair_history", "oracle"]);
+    names.extend(rliv_baselines::NAMES);
+    names.join(", ")
+}
+
+/// Fails, naming every known policy, when `name` is not one.
+pub fn check_policy(name: &str) -> Result<()> {
+    let known = RLIV_VARIANTS.iter().any(|(n, _)| *n == name)
+        || rliv_sim::policies::by_name(name, 0).is_some()
+        || rliv_baselines::NAMES.contains(&name);
+    if known {
+        Ok(())
+    } else {
+        bail!("unknown policy {name:?} (known: {})", policy_names())
+    }
+}
+
+fn method(
+    cfg: &Config,
+    opts: &SimOptions,
+    name: &str,
+    seed: u64,
+    dir: &Path,
+    quiet: bool,
+) -> Result<Method> {
+    if let Some(learner) = rliv_variant(&cfg.learner, name) {
+        let mut cfg = cfg.clone();
+        cfg.learner = learner;
+        cfg.learner.seed ^= seed;
+        return Ok(Method::Rliv(
+            RlivPolicy::new(name)?,
+            Pipeline::new(cfg, dir, quiet)?,
+        ));
+    }
+    if let Some(p) = rliv_sim::policies::by_name(name, seed ^ 0xBA5E) {
+        return Ok(Method::Baseline(p));
+    }
+    match rliv_baselines::by_name(name, &opts.baselines, seed ^ 0xBA5E) {
+        Some(p) => Ok(Method::Baseline(p.map_err(|e| anyhow!("creating {name}: {e}"))?)),
+        None => bail!("unknown policy {name:?} (known: {})", policy_names()),
     }
 }
 
@@ -296,7 +357,7 @@ fn say(bar: &indicatif::ProgressBar, line: String) {
     }
 }
 
-fn run_one_with(
+pub(crate) fn run_one_with(
     cfg: &Config,
     opts: &SimOptions,
     name: &str,
@@ -311,7 +372,7 @@ fn run_one_with(
     let mut sim = Simulator::new(opts.sim.clone(), seed)?;
     bar.set_message(format!("{name}, seed {seed}"));
     // With a bar, the pipeline's per-day lines would break it up.
-    let mut m = method(cfg, name, seed, &dir, opts.quiet || !bar.is_hidden())?;
+    let mut m = method(cfg, opts, name, seed, &dir, opts.quiet || !bar.is_hidden())?;
     // The logged history: the random policy's sessions.
     let mut logger = RandomPolicy::new(seed ^ 0x1066);
     for _ in 0..opts.warmup_rounds {
@@ -589,6 +650,7 @@ pub fn run(cfg: &Config, opts: &SimOptions) -> Result<(Vec<PolicySummary>, Vec<P
             policy: p.policy.clone(),
             session_length: p.curve_session_length.clone(),
             watch_time: p.curve_watch_time.clone(),
+            ctr: Vec::new(),
         })
         .collect();
     let title = format!(

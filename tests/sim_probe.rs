@@ -46,6 +46,7 @@ fn train_on_probe(gamma: f64, dir: &Path) -> PathBuf {
         rounds: 1,
         out: dir.to_path_buf(),
         quiet: true,
+        baselines: Default::default(),
     };
     let run = rliv::sim::run_one(&cfg, &opts, "rliv", SEED).expect("closed loop");
     assert!(

@@ -98,10 +98,24 @@ pub fn reward(f: &features::Feedback, cfg: &BaselineConfig) -> f32 {
 }
 
 /// The names [`by_name`] knows.
-pub const NAMES: [&str; 0] = [];
+pub const NAMES: [&str; 5] = ["deepfm", "dqn", "cql", "td3", "rlur"];
 
-/// A baseline by name, seeded; `None` for an unknown name.
-pub fn by_name(name: &str, _cfg: &BaselineConfig, _seed: u64) -> Option<Box<dyn Policy>> {
-    let _ = name;
-    None
+/// A baseline by name, seeded; `None` for an unknown name, an error when
+/// its networks cannot be built.
+pub fn by_name(
+    name: &str,
+    cfg: &BaselineConfig,
+    seed: u64,
+) -> Option<candle_core::Result<Box<dyn Policy>>> {
+    fn boxed<P: Policy + 'static>(p: candle_core::Result<P>) -> candle_core::Result<Box<dyn Policy>> {
+        p.map(|p| Box::new(p) as Box<dyn Policy>)
+    }
+    Some(match name {
+        "deepfm" => boxed(deepfm::DeepFmPolicy::new(cfg, seed)),
+        "dqn" => boxed(dqn::DqnPolicy::new(cfg, seed)),
+        "cql" => boxed(cql::CqlPolicy::new(cfg, seed)),
+        "td3" => boxed(td3::Td3Policy::new(cfg, seed)),
+        "rlur" => boxed(rlur::RlurPolicy::new(cfg, seed)),
+        _ => return None,
+    })
 }

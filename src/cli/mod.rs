@@ -1,0 +1,6 @@
+//! The commands' arguments and handlers that are more than a call into the
+//! library: `main.rs` only parses and dispatches.
+
+pub(crate) mod dump;
+pub(crate) mod replay;
+pub(crate) mod sim;
