@@ -41,6 +41,7 @@ pub struct Quick {
     pub rounds: u32,
     pub n_users: usize,
     pub updates_per_round: usize,
+    pub learner_epochs: f64,
 }
 
 impl Default for Quick {
@@ -51,6 +52,7 @@ impl Default for Quick {
             rounds: 2,
             n_users: 150,
             updates_per_round: 10,
+            learner_epochs: 1.0,
         }
     }
 }
@@ -110,6 +112,9 @@ impl ExperimentConfig {
         if cfg.seeds == 0 || cfg.rounds == 0 {
             bail!("{what}: seeds and rounds must be at least 1");
         }
+        for p in cfg.policies() {
+            crate::sim::check_policy(&p).with_context(|| what.clone())?;
+        }
         for l in &cfg.figure5 {
             if !cfg.rows().any(|r| &r.label == l) {
                 bail!("{what}: figure5 names {l:?}, which is in neither table");
@@ -140,6 +145,8 @@ impl ExperimentConfig {
         self.rounds = q.rounds.max(1);
         self.sim.world.n_users = q.n_users.max(1);
         self.baselines.updates_per_round = q.updates_per_round;
+        self.baselines.epochs = 0.0;
+        self.learner.insert("epochs".into(), toml::Value::Float(q.learner_epochs));
     }
 
     fn rows(&self) -> impl Iterator<Item = &MethodRow> {
@@ -352,7 +359,8 @@ pub fn run(base: &Config, cfg: &ExperimentConfig, out: &Path, quiet: bool) -> Re
         quiet: true,
         baselines: cfg.baselines.clone(),
     };
-    // Unknown policy names fail here, before hours of running.
+    // Unknown policy names fail here, before hours of running (and in
+    // `ExperimentConfig::load`, as a usage error).
     for p in &opts.policies {
         crate::sim::check_policy(p)?;
     }
@@ -360,6 +368,7 @@ pub fn run(base: &Config, cfg: &ExperimentConfig, out: &Path, quiet: bool) -> Re
     let mut runs: Vec<RunResult> = Vec::new();
     for (i, p) in opts.policies.iter().enumerate() {
         let bar = method_bar(days, quiet, &format!("[{}/{}] {p}", i + 1, opts.policies.len()));
+        let t = std::time::Instant::now();
         for &seed in &opts.seeds {
             let r = crate::sim::run_one_with(base, &opts, p, seed, &bar)
                 .with_context(|| format!("method {p}, seed {seed}"))?;
@@ -367,7 +376,13 @@ pub fn run(base: &Config, cfg: &ExperimentConfig, out: &Path, quiet: bool) -> Re
         }
         bar.finish();
         if !quiet && bar.is_hidden() {
-            eprintln!("{p}: done");
+            eprintln!(
+                "[{}/{}] {p}: {} seed(s) in {:.0} s",
+                i + 1,
+                opts.policies.len(),
+                opts.seeds.len(),
+                t.elapsed().as_secs_f64()
+            );
         }
     }
     let (t2, c2) = render_table("Table 2: overall performance (mean ± 95% CI over seeds)", &cfg.table2, &runs);

@@ -28,7 +28,7 @@
 //! - candidates are ranked by the predicted watch (head 1): the expected
 //!   watch time is what the paper's offline metrics reward (ranking by the
 //!   click head would optimise CTR only); ties broken by random keys;
-//! - training: `cfg.updates_per_round` Adam steps per round on
+//! - training: `cfg.updates(shown)` Adam steps per round on
 //!   `cfg.batch_size` shown items drawn uniformly from the buffer of logged
 //!   steps, nets at `cfg.critic_lr`, both tables at `cfg.embedding_lr`.
 
@@ -205,7 +205,7 @@ impl Policy for DeepFmPolicy {
         let steps = self.history.steps(events);
         self.buffer.extend(steps);
         self.history.add_round(events);
-        for _ in 0..self.cfg.updates_per_round {
+        for _ in 0..self.cfg.updates(events.exposures.len()) {
             if let Err(e) = self.update() {
                 self.note(e);
                 break;

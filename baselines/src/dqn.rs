@@ -206,6 +206,8 @@ pub struct QAgent {
     pub updates: u64,
     /// Candle errors seen (the first is printed).
     pub errors: u64,
+    /// Items shown in the last observed round (sets the round's budget).
+    pub last_shown: usize,
 }
 
 impl QAgent {
@@ -219,6 +221,7 @@ impl QAgent {
             learner: QLearner::new(cfg, seed ^ salt)?,
             updates: 0,
             errors: 0,
+            last_shown: 0,
         })
     }
 
@@ -244,10 +247,7 @@ impl QAgent {
             }
             Err(e) => {
                 self.fail(&e);
-                let mut idx: Vec<usize> = (0..req.candidates.len()).collect();
-                self.rng.shuffle(&mut idx);
-                idx.truncate(k);
-                idx
+                crate::random_top_k(&mut self.rng, req.candidates.len(), k)
             }
         }
     }
@@ -256,6 +256,7 @@ impl QAgent {
     /// the history as it was when they were ranked, then refreshes the
     /// history.
     pub fn observe(&mut self, events: &RoundEvents, keep_steps: bool) {
+        self.last_shown = events.exposures.len();
         if keep_steps {
             let steps = self.history.steps(events);
             self.buffer.extend(steps);
@@ -263,10 +264,11 @@ impl QAgent {
         self.history.add_round(events);
     }
 
-    /// `cfg.updates_per_round` gradient steps on minibatches of
-    /// `cfg.batch_size` items sampled from the buffer.
+    /// `cfg.updates(shown)` gradient steps (after a round that showed
+    /// `shown` items) on minibatches of `cfg.batch_size` items sampled from
+    /// the buffer.
     pub fn train(&mut self, penalty: Option<Penalty<'_>>) {
-        for _ in 0..self.cfg.updates_per_round {
+        for _ in 0..self.cfg.updates(self.last_shown) {
             let samples = self.buffer.sample_items(&mut self.rng, self.cfg.batch_size);
             if samples.is_empty() {
                 return;

@@ -163,7 +163,11 @@ impl History {
             *slot = self.row(f as u64, v);
         }
         let u = self.users.get(&user_id).copied().unwrap_or_default();
-        let mean = if u.exposures > 0.0 { u.watch_s / u.exposures } else { 0.0 };
+        let mean = if u.exposures > 0.0 {
+            u.watch_s / u.exposures
+        } else {
+            0.0
+        };
         UserEnc {
             ids,
             dense: [
@@ -400,7 +404,9 @@ impl StepBuffer {
         if self.steps.is_empty() {
             return Vec::new();
         }
-        (0..n).map(|_| &self.steps[rng.index(self.steps.len())]).collect()
+        (0..n)
+            .map(|_| &self.steps[rng.index(self.steps.len())])
+            .collect()
     }
 }
 
@@ -409,7 +415,13 @@ mod tests {
     use super::*;
     use rliv_sim::events::{Action, ActionKind, Exposure};
 
-    fn exposure(request_id: u64, user_id: u64, item_id: u64, ts_ms: i64, position: u32) -> Exposure {
+    fn exposure(
+        request_id: u64,
+        user_id: u64,
+        item_id: u64,
+        ts_ms: i64,
+        position: u32,
+    ) -> Exposure {
         Exposure {
             request_id,
             user_id,
@@ -482,7 +494,10 @@ mod tests {
         assert_eq!(before.ids, after.ids);
         assert_eq!(before.dense[3], 0.0, "no pair exposures before");
         assert!(after.dense[3] > 0.0, "pair exposures after");
-        assert!(after.dense[5] > before.dense[5], "the pair's mean watch rose");
+        assert!(
+            after.dense[5] > before.dense[5],
+            "the pair's mean watch rose"
+        );
         // Another user's pair with the same author is untouched.
         assert_eq!(h.encode_item(8, &c, 100_000).dense[3], 0.0);
     }

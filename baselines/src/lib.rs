@@ -4,8 +4,8 @@
 //! Every method sees the same inputs ([`features`]: hashed ids and the
 //! counters of the user, the item and the user-author pair, refreshed once a
 //! round), learns from the same logged events (`Policy::end_round`) with the
-//! same budget ([`BaselineConfig::updates_per_round`] updates of
-//! [`BaselineConfig::batch_size`]) and the paper's Table 1 hyperparameters.
+//! same budget ([`BaselineConfig::updates`]: as many passes over each
+//! round's shown items as the rliv learner makes) and the paper's Table 1 hyperparameters.
 //!
 //! - [`deepfm`]: the ranking model (DeepFM on immediate feedback);
 //! - [`dqn`]: Q-learning over the candidates; [`cql`]: its conservative,
@@ -47,9 +47,13 @@ pub struct BaselineConfig {
     pub embedding_dim: usize,
     /// Rows of the hashed embedding table (not in Table 1).
     pub id_rows: usize,
-    /// Gradient updates after each round (the training budget; not in
+    /// Gradient updates after each round when `epochs` is 0 (not in
     /// Table 1, which trains offline for 250 x 1e4 steps).
     pub updates_per_round: usize,
+    /// Passes over each round's shown items: a round of n shown items gets
+    /// ceil(epochs x n / batch_size) updates (the rliv learner's budget
+    /// rule, `[learner] epochs`); 0 = `updates_per_round`.
+    pub epochs: f64,
     /// Logged requests kept for training.
     pub buffer_capacity: usize,
     /// Watch seconds are divided by this in rewards.
@@ -79,6 +83,7 @@ impl Default for BaselineConfig {
             embedding_dim: 32,
             id_rows: 1 << 14,
             updates_per_round: 200,
+            epochs: 0.0,
             buffer_capacity: 200_000,
             watch_scale: 60.0,
             cql_alpha: 1.0,
@@ -90,11 +95,31 @@ impl Default for BaselineConfig {
     }
 }
 
+impl BaselineConfig {
+    /// Updates after a round that showed `shown` items (see [`Self::epochs`]).
+    pub fn updates(&self, shown: usize) -> usize {
+        if self.epochs > 0.0 && self.epochs.is_finite() {
+            (self.epochs * shown as f64 / self.batch_size.max(1) as f64).ceil() as usize
+        } else {
+            self.updates_per_round
+        }
+    }
+}
+
 /// The reward of one shown item for the RL baselines: its watch time in
 /// units of `watch_scale` seconds (the paper's offline metrics are watch
 /// time and session length; every RL baseline optimises the same reward).
 pub fn reward(f: &features::Feedback, cfg: &BaselineConfig) -> f32 {
     (f.watch_s as f64 / cfg.watch_scale) as f32
+}
+
+/// `k` of `0..n` in a random order: a policy's ranking when its networks
+/// fail (counted, never a panic).
+pub fn random_top_k(rng: &mut rliv_sim::rng::Rng, n: usize, k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..n).collect();
+    rng.shuffle(&mut idx);
+    idx.truncate(k);
+    idx
 }
 
 /// The names [`by_name`] knows.
@@ -107,7 +132,9 @@ pub fn by_name(
     cfg: &BaselineConfig,
     seed: u64,
 ) -> Option<candle_core::Result<Box<dyn Policy>>> {
-    fn boxed<P: Policy + 'static>(p: candle_core::Result<P>) -> candle_core::Result<Box<dyn Policy>> {
+    fn boxed<P: Policy + 'static>(
+        p: candle_core::Result<P>,
+    ) -> candle_core::Result<Box<dyn Policy>> {
         p.map(|p| Box::new(p) as Box<dyn Policy>)
     }
     Some(match name {
@@ -118,4 +145,33 @@ pub fn by_name(
         "rlur" => boxed(rlur::RlurPolicy::new(cfg, seed)),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_budget_is_epochs_over_the_shown_items_or_a_fixed_count() {
+        let mut cfg = BaselineConfig {
+            batch_size: 100,
+            updates_per_round: 7,
+            ..BaselineConfig::default()
+        };
+        assert_eq!(cfg.updates(1_000), 7, "epochs 0: the fixed count");
+        cfg.epochs = 2.0;
+        assert_eq!(cfg.updates(1_000), 20);
+        assert_eq!(cfg.updates(1_001), 21, "rounded up");
+        assert_eq!(cfg.updates(0), 0);
+    }
+
+    #[test]
+    fn every_name_builds_a_policy_of_that_name() {
+        let cfg = BaselineConfig::default();
+        for name in NAMES {
+            let p = by_name(name, &cfg, 1).expect("known").expect("built");
+            assert_eq!(p.name(), name);
+        }
+        assert!(by_name("nope", &cfg, 1).is_none());
+    }
 }

@@ -361,7 +361,11 @@ mod tests {
         let mlp = p.mlp(3, &[8], 1).expect("mlp");
         let mut opt = Adam2::new(p.net.clone(), 0.01, vec![], 0.0).expect("opt");
         let x = Tensor::ones((4, 3), DType::F32, &Device::Cpu).expect("x");
-        let loss = |m: &Mlp| m.forward(&x).and_then(|y| y.sqr()).and_then(|y| y.mean_all());
+        let loss = |m: &Mlp| {
+            m.forward(&x)
+                .and_then(|y| y.sqr())
+                .and_then(|y| y.mean_all())
+        };
         let l0 = loss(&mlp).expect("l0").to_scalar::<f32>().expect("s0");
         for _ in 0..20 {
             opt.backward_step(&loss(&mlp).expect("l")).expect("step");

@@ -382,10 +382,7 @@ impl Policy for RlurPolicy {
             }
             Err(e) => {
                 self.fail(e);
-                let mut idx: Vec<usize> = (0..req.candidates.len()).collect();
-                self.rng.shuffle(&mut idx);
-                idx.truncate(k);
-                idx
+                crate::random_top_k(&mut self.rng, req.candidates.len(), k)
             }
         }
     }
@@ -403,7 +400,7 @@ impl Policy for RlurPolicy {
         self.taken.clear();
         self.buffer.extend(steps);
         self.history.add_round(events);
-        for _ in 0..self.cfg.updates_per_round {
+        for _ in 0..self.cfg.updates(events.exposures.len()) {
             if let Err(e) = self.update() {
                 self.fail(e);
                 break;

@@ -298,10 +298,7 @@ impl Policy for Td3Policy {
             Ok(v) => v,
             Err(e) => {
                 self.note(e);
-                let mut idx: Vec<usize> = (0..req.candidates.len()).collect();
-                self.rng.shuffle(&mut idx);
-                idx.truncate(k);
-                idx
+                crate::random_top_k(&mut self.rng, req.candidates.len(), k)
             }
         }
     }
@@ -310,7 +307,7 @@ impl Policy for Td3Policy {
         let steps = self.history.steps(events);
         self.buffer.extend(steps);
         self.history.add_round(events);
-        for _ in 0..self.cfg.updates_per_round {
+        for _ in 0..self.cfg.updates(events.exposures.len()) {
             if let Err(e) = self.update() {
                 self.note(e);
                 break;
