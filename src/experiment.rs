@@ -87,8 +87,9 @@ impl ExperimentConfig {
     /// embedded world's keys (a missing key keeps the default).
     pub fn load(path: Option<&Path>) -> Result<ExperimentConfig> {
         let text = match path {
-            Some(p) => std::fs::read_to_string(p)
-                .with_context(|| format!("reading {}", p.display()))?,
+            Some(p) => {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+            }
             None => DEFAULT_EXPERIMENT_TOML.to_string(),
         };
         let what = path.map_or("the embedded configs/experiment.toml".to_string(), |p| {
@@ -146,7 +147,8 @@ impl ExperimentConfig {
         self.sim.world.n_users = q.n_users.max(1);
         self.baselines.updates_per_round = q.updates_per_round;
         self.baselines.epochs = 0.0;
-        self.learner.insert("epochs".into(), toml::Value::Float(q.learner_epochs));
+        self.learner
+            .insert("epochs".into(), toml::Value::Float(q.learner_epochs));
     }
 
     fn rows(&self) -> impl Iterator<Item = &MethodRow> {
@@ -320,8 +322,11 @@ pub fn command(base: &Config, args: ExperimentArgs) -> Result<()> {
     }
     let started = std::time::Instant::now();
     let w = run(base, &cfg, &args.out, args.quiet)?;
-    println!("{}
-{}", w.table2, w.table3);
+    println!(
+        "{}
+{}",
+        w.table2, w.table3
+    );
     println!(
         "({} seed(s), {} warm-up and {} measured day(s), {:.0} s; written: {})",
         cfg.seeds,
@@ -367,7 +372,11 @@ pub fn run(base: &Config, cfg: &ExperimentConfig, out: &Path, quiet: bool) -> Re
     let days = opts.seeds.len() as u64 * u64::from(cfg.warmup_rounds + cfg.rounds);
     let mut runs: Vec<RunResult> = Vec::new();
     for (i, p) in opts.policies.iter().enumerate() {
-        let bar = method_bar(days, quiet, &format!("[{}/{}] {p}", i + 1, opts.policies.len()));
+        let bar = method_bar(
+            days,
+            quiet,
+            &format!("[{}/{}] {p}", i + 1, opts.policies.len()),
+        );
         let t = std::time::Instant::now();
         for &seed in &opts.seeds {
             let r = crate::sim::run_one_with(base, &opts, p, seed, &bar)
@@ -385,8 +394,16 @@ pub fn run(base: &Config, cfg: &ExperimentConfig, out: &Path, quiet: bool) -> Re
             );
         }
     }
-    let (t2, c2) = render_table("Table 2: overall performance (mean ± 95% CI over seeds)", &cfg.table2, &runs);
-    let (t3, c3) = render_table("Table 3: RLIV-UA variations (mean ± 95% CI over seeds)", &cfg.table3, &runs);
+    let (t2, c2) = render_table(
+        "Table 2: overall performance (mean ± 95% CI over seeds)",
+        &cfg.table2,
+        &runs,
+    );
+    let (t3, c3) = render_table(
+        "Table 3: RLIV-UA variations (mean ± 95% CI over seeds)",
+        &cfg.table3,
+        &runs,
+    );
     let mut files = Vec::new();
     let mut write = |name: &str, text: &str| -> Result<()> {
         let p = out.join(name);
@@ -487,13 +504,23 @@ mod tests {
             label: "RLIV-UA".into(),
             policy: "rliv".into(),
         }];
-        let runs = vec![run_with("rliv", 1, 2.0), run_with("rliv", 2, 4.0), run_with("dqn", 1, 9.0)];
+        let runs = vec![
+            run_with("rliv", 1, 2.0),
+            run_with("rliv", 2, 4.0),
+            run_with("dqn", 1, 9.0),
+        ];
         let (md, csv) = render_table("T", &rows, &runs);
         let (m, ci) = mean_ci(&[2.0, 4.0]);
-        assert!(md.contains(&format!("| RLIV-UA | {} ± {} |", fmt(m), fmt(ci))), "{md}");
+        assert!(
+            md.contains(&format!("| RLIV-UA | {} ± {} |", fmt(m), fmt(ci))),
+            "{md}"
+        );
         assert!(md.contains("| RLIV-UA | 12.886 |"), "the paper's row: {md}");
         let line = csv.lines().nth(1).expect("row");
-        assert!(line.starts_with(&format!("\"RLIV-UA\",rliv,2,{m},{ci}")), "{line}");
+        assert!(
+            line.starts_with(&format!("\"RLIV-UA\",rliv,2,{m},{ci}")),
+            "{line}"
+        );
     }
 
     #[test]

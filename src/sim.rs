@@ -322,7 +322,9 @@ fn method(
         return Ok(Method::Baseline(p));
     }
     match rliv_baselines::by_name(name, &opts.baselines, seed ^ 0xBA5E) {
-        Some(p) => Ok(Method::Baseline(p.map_err(|e| anyhow!("creating {name}: {e}"))?)),
+        Some(p) => Ok(Method::Baseline(
+            p.map_err(|e| anyhow!("creating {name}: {e}"))?,
+        )),
         None => bail!("unknown policy {name:?} (known: {})", policy_names()),
     }
 }

@@ -55,10 +55,15 @@ fn the_quick_experiment_writes_both_tables_the_csvs_and_figure_5() {
             let cells: Vec<&str> = line.rsplitn(header.len() - 2, ',').collect();
             assert_eq!(cells.len(), header.len() - 2, "{line}");
             for c in &cells[..cells.len() - 1] {
-                let x: f64 = c.parse().unwrap_or_else(|_| panic!("{csv}: {c:?} in {line}"));
+                let x: f64 = c
+                    .parse()
+                    .unwrap_or_else(|_| panic!("{csv}: {c:?} in {line}"));
                 assert!(x.is_finite(), "{line}");
             }
-            assert!(line.starts_with(&format!("\"{}\"", row[0])), "{line} vs {row:?}");
+            assert!(
+                line.starts_with(&format!("\"{}\"", row[0])),
+                "{line} vs {row:?}"
+            );
             // "mean ± ci" cells
             assert!(row[1..].iter().all(|c| c.contains(" ± ")), "{row:?}");
         }
@@ -70,7 +75,15 @@ fn the_quick_experiment_writes_both_tables_the_csvs_and_figure_5() {
     let runs: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("runs.json")).expect("runs")).expect("json");
     let runs = runs.as_array().expect("a list of runs");
-    for name in ["deepfm", "cql", "dqn", "td3", "rlur", "rliv", "rliv_wo_mt_sl"] {
+    for name in [
+        "deepfm",
+        "cql",
+        "dqn",
+        "td3",
+        "rlur",
+        "rliv",
+        "rliv_wo_mt_sl",
+    ] {
         let n = runs.iter().filter(|r| r["policy"] == name).count();
         assert_eq!(n, 2, "{name}: one run per quick seed");
     }
@@ -87,7 +100,13 @@ fn an_unknown_policy_or_a_bad_file_is_a_usage_error() {
     )
     .expect("write");
     for args in [
-        vec!["experiment", "--experiment-config", s(&cfg), "--out", s(t.path())],
+        vec![
+            "experiment",
+            "--experiment-config",
+            s(&cfg),
+            "--out",
+            s(t.path()),
+        ],
         vec!["experiment", "--experiment-config", "/nonexistent/e.toml"],
         vec!["experiment", "--seeds", "0", "--out", s(t.path())],
     ] {

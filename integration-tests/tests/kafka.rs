@@ -212,7 +212,16 @@ fn partitions_and_workers_do_not_change_the_dump() {
     // open at the end differ with the partition count (by design).
     for (env, state, n) in [(&one, &a, 1u32), (&two, &b, 2)] {
         let w = n.to_string();
-        env.ok(&["run", "-q", "--until-end", "--drain-at-end", "--state", s(state), "-w", &w]);
+        env.ok(&[
+            "run",
+            "-q",
+            "--until-end",
+            "--drain-at-end",
+            "--state",
+            s(state),
+            "-w",
+            &w,
+        ]);
     }
     let da = dump(&one, &a);
     assert!(da.lines().count() > 100);

@@ -94,6 +94,10 @@ pub struct AppState {
     pub training: RwLock<Option<Arc<rliv_learner::trainer::TrainProgress>>>,
     /// The job running in this process, if any, and its Kafka input.
     pub job: RwLock<Option<Arc<dyn Figures>>>,
+    /// Scoring engines kept between requests (each keeps its workspaces):
+    /// a request takes one, or makes one when all are in use, and puts it
+    /// back. At most as many as requests ever ran at once.
+    engines: std::sync::Mutex<Vec<(String, Engine)>>,
 }
 
 /// Figures of something else running in this process (a replay or Kafka
@@ -130,7 +134,23 @@ impl AppState {
             stop: AtomicBool::new(false),
             training: RwLock::new(None),
             job: RwLock::new(None),
+            engines: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// An engine for `device`: a kept one, or a new one.
+    fn take_engine(&self, device: &str) -> Result<Engine, String> {
+        let mut pool = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = pool.iter().position(|(d, _)| d == device) {
+            return Ok(pool.swap_remove(i).1);
+        }
+        drop(pool);
+        Engine::new("auto", device, self.cfg.scoring_threads.max(1))
+    }
+
+    fn put_engine(&self, device: &str, engine: Engine) {
+        let mut pool = self.engines.lock().unwrap_or_else(|e| e.into_inner());
+        pool.push((device.to_string(), engine));
     }
 
     pub fn current(&self) -> Option<Arc<Served>> {
@@ -279,15 +299,14 @@ impl AppState {
             })
             .collect();
         let t = Instant::now();
-        let mut engine = match Engine::new(
-            "auto",
-            &served.model.cfg.device,
-            self.cfg.scoring_threads.max(1),
-        ) {
+        let device = &served.model.cfg.device;
+        let mut engine = match self.take_engine(device) {
             Ok(e) => e,
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, 5, e),
         };
-        let livs = match served.model.score(&mut engine, &inputs) {
+        let scored = served.model.score(&mut engine, &inputs);
+        self.put_engine(device, engine);
+        let livs = match scored {
             Ok(l) => l,
             Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, 5, e),
         };

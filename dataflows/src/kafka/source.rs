@@ -1,157 +1,18 @@
-//! Kafka input and outputs of the job (`rliv run`).
-//!
-//! [`KafkaReader`] assigns every partition of the exposures and actions
-//! topics to itself at the offsets stored in the state (the group's committed
-//! offsets are written too, for monitoring only), buffers each partition, and
-//! hands out chunks of consecutive messages of one partition. The next chunk
-//! comes from the partition whose next message is earliest in event time, and
-//! only once every partition has something buffered or is known to be at its
-//! end: so a lagging partition holds the watermark back, a quiet one does not
-//! stall it, and for data already in the topics the chunk sequence, and so the
-//! result, does not depend on fetch timing.
-//!
-//! "At its end" is a fact the broker states, never an inference from silence:
-//! a partition-EOF event, or a high watermark (fetched by the lag monitor)
-//! that the reader has already received up to. While the broker is down no
-//! such fact arrives, so a partition that has not been drained holds the
-//! watermark for as long as the outage lasts (a broker restart once made
-//! partitions look idle by wall clock, and the data they delivered afterwards
-//! was classified late). Any client error forgets what was known, so after a
-//! reconnect every partition has to be confirmed at its end again. In a live
-//! run a partition stops holding the watermark back once it has been at its
-//! end for `idle_timeout_ms`. With `--until-end`, a partition that has
-//! delivered data never stops holding it (at its newest event): a producer
-//! may still be writing, and the run's last watermark must be one the next
-//! run can continue from exactly.
-//!
-//! [`KafkaSink`] produces transitions and dead letters with an idempotent
-//! producer; the committer flushes it before each state commit, so both
-//! topics are at-least-once across crashes (the pair state is exactly-once).
+//! [`KafkaReader`]: the job's input from the exposures and actions topics.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
-use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
+use super::lag::spawn_lag_monitor;
+use super::{kerr, partition_name, partitions, KafkaConfig, KafkaProgress, QuietEof};
 use crate::event::Source;
 use crate::input::{first_ts, Chunk, ChunkSource, InputError, Next, Positions};
-
-/// Section `[kafka]` of the configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct KafkaConfig {
-    /// `bootstrap.servers`; the environment variable `RLIV_KAFKA_BROKERS` overrides it.
-    pub brokers: String,
-    /// Consumer group (offsets are committed to it for monitoring only).
-    pub group_id: String,
-    pub exposures_topic: String,
-    pub actions_topic: String,
-    /// Topic for transitions ("" = none).
-    pub transitions_topic: String,
-    /// Topic for dead letters ("" = the dead-letter file only).
-    pub dead_letter_topic: String,
-    /// A partition confirmed at its end by the broker, with nothing new for
-    /// this long, stops holding the watermark back (a live run; with
-    /// `--until-end` it stops at once). Silence alone never counts.
-    pub idle_timeout_ms: u64,
-    /// Timeout of broker requests at start (metadata) and of producer flushes.
-    pub request_timeout_ms: u64,
-    /// Extra librdkafka properties for every client (SASL, TLS, ...), e.g.
-    /// `"security.protocol" = "SASL_SSL"`.
-    pub properties: BTreeMap<String, String>,
-}
-
-impl Default for KafkaConfig {
-    fn default() -> Self {
-        KafkaConfig {
-            brokers: "127.0.0.1:9092".into(),
-            group_id: "rliv".into(),
-            exposures_topic: "exposures".into(),
-            actions_topic: "actions".into(),
-            transitions_topic: "transitions".into(),
-            dead_letter_topic: "dead-letters".into(),
-            idle_timeout_ms: 5_000,
-            request_timeout_ms: 30_000,
-            properties: BTreeMap::new(),
-        }
-    }
-}
-
-impl KafkaConfig {
-    /// The broker list, `RLIV_KAFKA_BROKERS` first.
-    pub fn brokers(&self) -> String {
-        std::env::var("RLIV_KAFKA_BROKERS")
-            .ok()
-            .filter(|b| !b.is_empty())
-            .unwrap_or_else(|| self.brokers.clone())
-    }
-
-    pub fn client(&self) -> ClientConfig {
-        self.client_with(&[])
-    }
-
-    /// A client configuration with rliv's `defaults`, then the user's
-    /// `properties` (which win).
-    pub fn client_with(&self, defaults: &[(&str, &str)]) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", self.brokers());
-        for (k, v) in defaults {
-            c.set(*k, *v);
-        }
-        for (k, v) in &self.properties {
-            c.set(k, v);
-        }
-        c
-    }
-
-    pub fn topic(&self, s: Source) -> &str {
-        match s {
-            Source::Exposures => &self.exposures_topic,
-            Source::Actions => &self.actions_topic,
-        }
-    }
-
-    pub fn validate(&self) -> Result<(), String> {
-        if self.exposures_topic.is_empty() || self.actions_topic.is_empty() {
-            return Err("kafka.exposures_topic and kafka.actions_topic must be set".into());
-        }
-        if self.exposures_topic == self.actions_topic {
-            return Err("kafka.exposures_topic and kafka.actions_topic must differ".into());
-        }
-        Ok(())
-    }
-}
-
-fn kerr(what: &str, e: impl std::fmt::Display) -> InputError {
-    InputError::Kafka(format!("{what}: {e}"))
-}
-
-/// The partition ids of `topic` (none if the broker does not know it).
-pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topic: &str,
-    timeout: Duration,
-) -> Result<Vec<i32>, KafkaError> {
-    let md = consumer.fetch_metadata(Some(topic), timeout)?;
-    Ok(md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect())
-}
-
-/// The name of a partition in positions and dead letters.
-pub fn partition_name(topic: &str, partition: i32) -> String {
-    format!("{topic}/{partition}")
-}
 
 struct Part {
     source: Source,
@@ -184,72 +45,6 @@ impl Part {
 }
 
 /// Live figures of the Kafka input.
-#[derive(Debug, Default)]
-pub struct KafkaProgress {
-    /// Messages behind the partitions' ends, summed (from the last end seen).
-    pub lag: AtomicU64,
-    pub messages: AtomicU64,
-    /// Client and fetch errors (a broker down, a reset offset, ...).
-    pub errors: AtomicU64,
-    /// Offsets that were never delivered (skipped by the broker: retention,
-    /// compaction or transaction markers), counted when the next one arrives.
-    pub skipped_offsets: AtomicU64,
-}
-
-/// The default client context, except that reaching a partition's end (which
-/// the reader asks to be told about) is not an error, and a repeated error
-/// (a broker down: librdkafka reports it for every request) is logged once
-/// per 10 s with the number of repeats.
-#[derive(Default)]
-pub struct QuietEof {
-    seen: std::sync::Mutex<HashMap<String, (Instant, u64)>>,
-    /// Errors reported so far (every one, deduplicated or not): the reader
-    /// forgets which partitions were at their end when this moves.
-    errors: AtomicU64,
-}
-
-impl QuietEof {
-    /// Errors reported so far.
-    pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Acquire)
-    }
-}
-
-impl ClientContext for QuietEof {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let eof = matches!(
-            error,
-            KafkaError::PartitionEOF(_)
-                | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
-        );
-        if eof {
-            return;
-        }
-        self.errors.fetch_add(1, Ordering::AcqRel);
-        let msg = format!("{error}");
-        // A panic while logging cannot leave the map inconsistent: use it.
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = seen
-            .entry(msg)
-            .or_insert((Instant::now() - Duration::from_secs(60), 0));
-        if entry.0.elapsed() < Duration::from_secs(10) {
-            entry.1 += 1;
-            return;
-        }
-        let repeats = std::mem::take(&mut entry.1);
-        entry.0 = Instant::now();
-        if repeats > 0 {
-            tracing::warn!(
-                "librdkafka: {error}: {reason} (and {repeats} times more in the last 10 s)"
-            );
-        } else {
-            tracing::warn!("librdkafka: {error}: {reason}");
-        }
-    }
-}
-
-impl rdkafka::consumer::ConsumerContext for QuietEof {}
-
 pub struct KafkaReader {
     consumers: Vec<BaseConsumer<QuietEof>>,
     parts: Vec<Part>,
@@ -274,11 +69,11 @@ pub struct KafkaReader {
 /// What the reader and the lag monitor exchange, in the reader's partition
 /// order.
 #[derive(Default)]
-struct Shared {
+pub(super) struct Shared {
     /// (topic, partition, next offset to hand out).
-    positions: Vec<(String, i32, i64)>,
+    pub(super) positions: Vec<(String, i32, i64)>,
     /// The latest high watermark fetched, and when the answer came.
-    ends: Vec<Option<(i64, Instant)>>,
+    pub(super) ends: Vec<Option<(i64, Instant)>>,
 }
 
 impl KafkaReader {
@@ -556,47 +351,6 @@ impl KafkaReader {
 /// Measures consumer lag on its own client and thread, so broker round trips
 /// never stall the reader: every second, each partition's end minus the
 /// reader's position. The ends it fetches go back to the reader.
-fn spawn_lag_monitor(
-    cfg: &KafkaConfig,
-    shared: Arc<Mutex<Shared>>,
-    progress: Arc<KafkaProgress>,
-    stop: Arc<AtomicBool>,
-) -> Result<(), InputError> {
-    let client: BaseConsumer<QuietEof> = cfg
-        .client_with(&[])
-        .set("group.id", format!("{}-lag", cfg.group_id))
-        .create_with_context(QuietEof::default())
-        .map_err(|e| kerr("creating the lag monitor's client", e))?;
-    std::thread::Builder::new()
-        .name("rliv-kafka-lag".into())
-        .spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let positions = shared
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .positions
-                    .clone();
-                let mut lag = 0i64;
-                for (i, (topic, partition, next)) in positions.into_iter().enumerate() {
-                    if let Ok((_, high)) =
-                        client.fetch_watermarks(&topic, partition, Duration::from_secs(1))
-                    {
-                        let answered = Instant::now();
-                        lag += (high - next).max(0);
-                        let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-                        if let Some(end) = s.ends.get_mut(i) {
-                            *end = Some((high, answered));
-                        }
-                    }
-                }
-                progress.lag.store(lag.max(0) as u64, Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(500));
-            }
-        })
-        .map(|_| ())
-        .map_err(|e| kerr("starting the lag monitor", e))
-}
-
 impl Drop for KafkaReader {
     fn drop(&mut self) {
         self.lag_stop.store(true, Ordering::Relaxed);
@@ -699,119 +453,5 @@ impl ChunkSource for KafkaReader {
 
     fn exhausts_at_end(&self) -> bool {
         false
-    }
-}
-
-/// Counts failed deliveries.
-pub struct DeliveryCounter {
-    failed: Arc<AtomicU64>,
-}
-
-impl ClientContext for DeliveryCounter {}
-
-impl ProducerContext for DeliveryCounter {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            tracing::warn!("kafka: a delivery failed: {e}");
-            self.failed.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Transitions and dead letters to topics, with an idempotent producer.
-pub struct KafkaSink {
-    producer: BaseProducer<DeliveryCounter>,
-    /// Commits the durable offsets to the consumer group (monitoring only).
-    group: BaseConsumer<QuietEof>,
-    pub transitions_topic: Option<String>,
-    pub dead_letter_topic: Option<String>,
-    failed: Arc<AtomicU64>,
-    timeout: Duration,
-}
-
-impl KafkaSink {
-    pub fn new(cfg: &KafkaConfig) -> Result<KafkaSink, InputError> {
-        let failed = Arc::new(AtomicU64::new(0));
-        let producer = cfg
-            .client()
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
-            .create_with_context(DeliveryCounter {
-                failed: failed.clone(),
-            })
-            .map_err(|e| kerr("creating the producer", e))?;
-        let opt = |t: &str| (!t.is_empty()).then(|| t.to_string());
-        let group = cfg
-            .client_with(&[])
-            .set("group.id", &cfg.group_id)
-            .set("enable.auto.commit", "false")
-            .create_with_context(QuietEof::default())
-            .map_err(|e| kerr("creating the consumer-group client", e))?;
-        Ok(KafkaSink {
-            producer,
-            group,
-            transitions_topic: opt(&cfg.transitions_topic),
-            dead_letter_topic: opt(&cfg.dead_letter_topic),
-            failed,
-            timeout: Duration::from_millis(cfg.request_timeout_ms),
-        })
-    }
-
-    /// Queues one message (waiting while librdkafka's queue is full).
-    pub fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), String> {
-        let mut record = BaseRecord::to(topic).key(key).payload(payload);
-        let started = Instant::now();
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((
-                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
-                    r,
-                )) => {
-                    record = r;
-                    self.producer.poll(Duration::from_millis(50));
-                    if started.elapsed() > self.timeout {
-                        return Err(format!("producing to {topic}: the queue stayed full"));
-                    }
-                }
-                Err((e, _)) => return Err(format!("producing to {topic}: {e}")),
-            }
-        }
-    }
-
-    /// Commits `offsets` (`"topic/partition"` -> next offset), durable in the
-    /// state, to the consumer group, so lag tools see the job's position. A
-    /// failure is logged, not fatal: the state holds the offsets that count.
-    pub fn commit_offsets(&self, offsets: &BTreeMap<String, i64>) {
-        let group = &self.group;
-        let mut tpl = TopicPartitionList::new();
-        for (name, offset) in offsets {
-            let Some((topic, partition)) = name.rsplit_once('/') else {
-                continue;
-            };
-            let Ok(partition) = partition.parse::<i32>() else {
-                continue;
-            };
-            let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(*offset));
-        }
-        if tpl.count() == 0 {
-            return;
-        }
-        if let Err(e) = group.commit(&tpl, CommitMode::Sync) {
-            tracing::warn!("kafka: committing the group's offsets: {e}");
-        }
-    }
-
-    /// Waits until every queued message is delivered; fails if any was not.
-    pub fn flush(&self) -> Result<(), String> {
-        self.producer
-            .flush(self.timeout)
-            .map_err(|e| format!("flushing the producer: {e}"))?;
-        let failed = self.failed.swap(0, Ordering::Relaxed);
-        if failed > 0 {
-            return Err(format!("{failed} messages were not delivered"));
-        }
-        Ok(())
     }
 }
