@@ -178,8 +178,11 @@ fn overlay(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
+/// A metric: its column name and how to read it off a run.
+type Column = (&'static str, fn(&Metrics) -> f64);
+
 /// The metrics of the tables: the paper's four, then this project's.
-const COLUMNS: [(&str, fn(&Metrics) -> f64); 7] = [
+const COLUMNS: [Column; 7] = [
     ("Session Length", |m| m.session_length),
     ("Watch Time", |m| m.watch_time_per_session),
     ("CTR", |m| m.ctr),
