@@ -131,7 +131,7 @@ enum Cmd {
     /// baselines DeepFM, CQL, DQN, TD3, RLUR, RLIV-UA and its ablations,
     /// mean and 95% CI over seeds) and Figure 5 (learning curves), written
     /// as Markdown, CSV and PNG (configs/experiment.toml).
-    Experiment(rliv::experiment::ExperimentArgs),
+    Experiment(cli::experiment::ExperimentArgs),
     /// On held-out transitions: each tower's predicted LIV against the
     /// pair's realized discounted return, by decile, with Spearman's rho
     /// (the pair's own history beside it).
@@ -349,7 +349,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Bench { cmd } => rliv::bench::run(&cfg, cmd, cli.config.as_deref()),
         Cmd::Sim(args) => cli::sim::sim(&cfg, args),
-        Cmd::Experiment(args) => rliv::experiment::command(&cfg, args),
+        Cmd::Experiment(args) => cli::experiment::command(&cfg, args),
         Cmd::EvalLiv {
             transitions,
             checkpoints,

@@ -9,6 +9,9 @@
 //! rasteriser with a font compiled into the binary (DejaVu Sans, see
 //! `assets/fonts/LICENSE-DejaVu.txt`), so no system font library
 //! (fontconfig, freetype) and no installed font is needed.
+//!
+//! Why one file over 400 lines: layout, legend, bands and axes of one
+//! figure share private drawing helpers.
 
 use std::path::Path;
 use std::sync::OnceLock;

@@ -6,6 +6,11 @@
 //!
 //! It computes exactly what the candle autograd engine (`autograd`) computes;
 //! `tests::fused_and_candle_engines_agree` holds them to each other.
+//!
+//! Why one file over 400 lines: the forward pass, the backward pass and the
+//! per-thread workspaces of one tower group share private buffer layouts;
+//! split apart, those layouts would have to become a public contract
+//! between files.
 
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, ShapeError, Slice};

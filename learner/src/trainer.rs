@@ -7,6 +7,10 @@
 //! it only through the channel's own backpressure: when training cannot keep
 //! up with the configured ratio, the channel fills and the replay slows down
 //! to the learner's pace (the ratio is honoured, nothing is dropped).
+//!
+//! Why one file over 400 lines: the training loop, its exactly-once input
+//! bookkeeping (log positions, refills) and its checkpoint cadence are one
+//! state machine over the same `Run`.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

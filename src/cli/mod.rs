@@ -2,5 +2,6 @@
 //! library: `main.rs` only parses and dispatches.
 
 pub(crate) mod dump;
+pub(crate) mod experiment;
 pub(crate) mod replay;
 pub(crate) mod sim;

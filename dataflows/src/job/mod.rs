@@ -2,6 +2,11 @@
 //! store, committing pair counters, input positions, window snapshots and
 //! output lengths in one RocksDB `WriteBatch` per commit, so that a killed
 //! job resumes to exactly the state of an uninterrupted one.
+//!
+//! Why one file over 400 lines: this is the job's assembly (the resume
+//! decision, the timely dataflow and the wiring of its inputs and outputs);
+//! its parts already live in `checkpoint`, `committer`, `output` and
+//! `reader`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

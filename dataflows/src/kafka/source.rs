@@ -1,4 +1,8 @@
 //! [`KafkaReader`]: the job's input from the exposures and actions topics.
+//!
+//! Why one file over 400 lines: the reader's partition bookkeeping (what
+//! was received, what is known of each end, which partition holds the
+//! watermark) is one state machine; `lag.rs` and `sink.rs` are apart.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
