@@ -17,7 +17,7 @@ use rliv_sim::{Metrics, SimConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::sim::{mean_ci, RunResult, SimOptions};
+use crate::sim::{mean_ci, mean_sd, RunResult, SimOptions, METRICS};
 
 /// The default experiment (`configs/experiment.toml`).
 pub const DEFAULT_EXPERIMENT_TOML: &str = include_str!("../configs/experiment.toml");
@@ -178,18 +178,16 @@ fn overlay(base: &mut toml::Table, over: toml::Table) {
     }
 }
 
-/// A metric: its column name and how to read it off a run.
-type Column = (&'static str, fn(&Metrics) -> f64);
-
-/// The metrics of the tables: the paper's four, then this project's.
-const COLUMNS: [Column; 7] = [
-    ("Session Length", |m| m.session_length),
-    ("Watch Time", |m| m.watch_time_per_session),
-    ("CTR", |m| m.ctr),
-    ("Diversity", |m| m.diversity),
-    ("New fans", |m| m.new_fans as f64),
-    ("Deep pairs", |m| m.deep_pairs as f64),
-    ("Gift total", |m| m.gift_total),
+/// Column names of the tables, one per [`METRICS`] entry (the paper's
+/// four, then this project's).
+const COLUMNS: [&str; 7] = [
+    "Session Length",
+    "Watch Time",
+    "CTR",
+    "Diversity",
+    "New fans",
+    "Deep pairs",
+    "Gift total",
 ];
 
 /// The paper's Table 2 and Table 3 (KuaiRand-based simulator), by label.
@@ -216,7 +214,7 @@ fn fmt(x: f64) -> String {
 pub fn render_table(title: &str, rows: &[MethodRow], runs: &[RunResult]) -> (String, String) {
     let mut md = format!("{title}\n\n| Models |");
     let mut csv = String::from("model,policy,seeds");
-    for (c, _) in COLUMNS {
+    for c in COLUMNS {
         let _ = write!(md, " {c} |");
         let key = c.to_lowercase().replace(' ', "_");
         let _ = write!(csv, ",{key}_mean,{key}_ci95");
@@ -229,7 +227,7 @@ pub fn render_table(title: &str, rows: &[MethodRow], runs: &[RunResult]) -> (Str
         let mine: Vec<&RunResult> = runs.iter().filter(|x| x.policy == r.policy).collect();
         let _ = write!(md, "| {} |", r.label);
         let _ = write!(csv, "\"{}\",{},{}", r.label, r.policy, mine.len());
-        for (_, f) in COLUMNS {
+        for (_, f) in METRICS {
             let xs: Vec<f64> = mine.iter().map(|x| f(&x.total)).collect();
             let (m, ci) = mean_ci(&xs);
             let _ = write!(md, " {} ± {} |", fmt(m), fmt(ci));
@@ -250,20 +248,6 @@ pub fn render_table(title: &str, rows: &[MethodRow], runs: &[RunResult]) -> (Str
         }
     }
     (md, csv)
-}
-
-/// Mean and standard deviation (n - 1) of `xs`.
-fn mean_sd(xs: &[f64]) -> (f64, f64) {
-    let n = xs.len() as f64;
-    if xs.is_empty() {
-        return (f64::NAN, 0.0);
-    }
-    let m = xs.iter().sum::<f64>() / n;
-    if xs.len() < 2 {
-        return (m, 0.0);
-    }
-    let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (n - 1.0);
-    (m, v.sqrt())
 }
 
 /// Figure 5's curves: per evaluated round, mean and standard deviation

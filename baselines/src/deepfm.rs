@@ -202,14 +202,10 @@ impl Policy for DeepFmPolicy {
     }
 
     fn end_round(&mut self, events: &RoundEvents) {
-        let steps = self.history.steps(events);
-        self.buffer.extend(steps);
-        self.history.add_round(events);
-        for _ in 0..self.cfg.updates(events.exposures.len()) {
-            if let Err(e) = self.update() {
-                self.note(e);
-                break;
-            }
+        self.buffer.record(&mut self.history, events);
+        let n = self.cfg.updates(events.exposures.len());
+        if let Err(e) = crate::train_for(n, || self.update()) {
+            self.note(e);
         }
     }
 }

@@ -258,10 +258,10 @@ impl QAgent {
     pub fn observe(&mut self, events: &RoundEvents, keep_steps: bool) {
         self.last_shown = events.exposures.len();
         if keep_steps {
-            let steps = self.history.steps(events);
-            self.buffer.extend(steps);
+            self.buffer.record(&mut self.history, events);
+        } else {
+            self.history.add_round(events);
         }
-        self.history.add_round(events);
     }
 
     /// `cfg.updates(shown)` gradient steps (after a round that showed

@@ -352,6 +352,13 @@ impl StepBuffer {
         }
     }
 
+    /// Keeps a round's steps, encoded with `history` as it was when they
+    /// were ranked, then adds the round to `history`.
+    pub fn record(&mut self, history: &mut History, events: &RoundEvents) {
+        self.extend(history.steps(events));
+        history.add_round(events);
+    }
+
     /// Adds steps, replacing the oldest when full.
     pub fn extend(&mut self, steps: impl IntoIterator<Item = Step>) {
         for s in steps {

@@ -113,6 +113,15 @@ pub fn reward(f: &features::Feedback, cfg: &BaselineConfig) -> f32 {
     (f.watch_s as f64 / cfg.watch_scale) as f32
 }
 
+/// Runs `n` updates, stopping at the first error, which it returns (the
+/// policy counts it; the next round tries again).
+pub fn train_for<E>(n: usize, mut update: impl FnMut() -> Result<(), E>) -> Result<(), E> {
+    for _ in 0..n {
+        update()?;
+    }
+    Ok(())
+}
+
 /// `k` of `0..n` in a random order: a policy's ranking when its networks
 /// fail (counted, never a panic).
 pub fn random_top_k(rng: &mut rliv_sim::rng::Rng, n: usize, k: usize) -> Vec<usize> {

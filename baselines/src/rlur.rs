@@ -400,11 +400,9 @@ impl Policy for RlurPolicy {
         self.taken.clear();
         self.buffer.extend(steps);
         self.history.add_round(events);
-        for _ in 0..self.cfg.updates(events.exposures.len()) {
-            if let Err(e) = self.update() {
-                self.fail(e);
-                break;
-            }
+        let n = self.cfg.updates(events.exposures.len());
+        if let Err(e) = crate::train_for(n, || self.update()) {
+            self.fail(e);
         }
     }
 }

@@ -28,7 +28,9 @@ mod report;
 use pipeline::Pipeline;
 pub use pipeline::RlivPolicy;
 
-pub use report::{mean_ci, paired, paired_table, summarize, table, Paired, PolicySummary, METRICS};
+pub use report::{
+    mean_ci, mean_sd, paired, paired_table, summarize, table, Paired, PolicySummary, METRICS,
+};
 
 /// The simulator's world when no `--sim-config` is given.
 pub const DEFAULT_SIM_TOML: &str = include_str!("../../configs/sim.toml");
@@ -72,18 +74,18 @@ enum Method {
     Rliv(RlivPolicy, Pipeline),
 }
 
-/// The learned-LIV variants `rliv sim` knows: the full model, the myopic
-/// one and the paper's ablations (Section 4.3), with the `[learner]`
-/// switches each sets. `w/o MT` is one tower (`target_label`), `SL` the
-/// supervised reward head, `AL` the assistance gift network.
-pub const RLIV_VARIANTS: [(&str, &str); 7] = [
-    ("rliv", "RLIV-UA"),
-    ("rliv_gamma0", "RLIV-UA (gamma = 0, myopic)"),
-    ("rliv_wo_mt", "RLIV-UA (w/o MT)"),
-    ("rliv_wo_mt_sl", "RLIV-UA (w/o MT & SL)"),
-    ("rliv_wo_al_sl", "RLIV-UA (w/o AL & SL)"),
-    ("rliv_wo_sl", "RLIV-UA (w/o SL)"),
-    ("rliv_wo_al", "RLIV-UA (w/o AL)"),
+/// The learned-LIV variants `rliv sim` knows (their `[learner]` switches
+/// are in [`rliv_variant`]): the full model, the myopic one and the paper's
+/// ablations (Section 4.3). `wo_mt`: one tower (`target_label`); `sl`: the
+/// supervised reward head; `al`: the assistance gift network.
+pub const RLIV_VARIANTS: [&str; 7] = [
+    "rliv",
+    "rliv_gamma0",
+    "rliv_wo_mt",
+    "rliv_wo_mt_sl",
+    "rliv_wo_al_sl",
+    "rliv_wo_sl",
+    "rliv_wo_al",
 ];
 
 /// The learner configuration of an rliv variant, or `None` for another name.
@@ -110,7 +112,7 @@ pub fn rliv_variant(cfg: &LearnerConfig, name: &str) -> Option<LearnerConfig> {
 
 /// Every policy name `rliv sim` accepts, for error messages.
 pub fn policy_names() -> String {
-    let mut names: Vec<&str> = RLIV_VARIANTS.iter().map(|(n, _)| *n).collect();
+    let mut names: Vec<&str> = RLIV_VARIANTS.to_vec();
     names.extend(["random", "item_ctr", "item_watch", "pair_history", "oracle"]);
     names.extend(rliv_baselines::NAMES);
     names.join(", ")
@@ -118,7 +120,7 @@ pub fn policy_names() -> String {
 
 /// Fails, naming every known policy, when `name` is not one.
 pub fn check_policy(name: &str) -> Result<()> {
-    let known = RLIV_VARIANTS.iter().any(|(n, _)| *n == name)
+    let known = RLIV_VARIANTS.contains(&name)
         || rliv_sim::policies::by_name(name, 0).is_some()
         || rliv_baselines::NAMES.contains(&name);
     if known {
@@ -343,5 +345,24 @@ mod erased {
         fn json(&self) -> serde_json::Result<String> {
             serde_json::to_string_pretty(self)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_variant_has_learner_switches_and_is_a_known_policy() {
+        let base = LearnerConfig::default();
+        for name in RLIV_VARIANTS {
+            assert!(rliv_variant(&base, name).is_some(), "{name}");
+            check_policy(name).expect("known");
+        }
+        for name in rliv_baselines::NAMES {
+            check_policy(name).expect("known");
+        }
+        assert!(rliv_variant(&base, "pair_history").is_none());
+        assert!(check_policy("no_such_policy").is_err());
     }
 }

@@ -10,6 +10,17 @@ use super::RunResult;
 /// Mean and the half-width of its 95% confidence interval (Student t over
 /// the seeds; 0 for one seed).
 pub fn mean_ci(xs: &[f64]) -> (f64, f64) {
+    let (mean, sd) = mean_sd(xs);
+    let n = xs.len();
+    if n < 2 {
+        return (mean, 0.0);
+    }
+    (mean, t975(n - 1) * sd / (n as f64).sqrt())
+}
+
+/// Mean and sample standard deviation (n - 1) of `xs`; (NaN, 0) for none,
+/// (x, 0) for one.
+pub fn mean_sd(xs: &[f64]) -> (f64, f64) {
     let n = xs.len();
     if n == 0 {
         return (f64::NAN, 0.0);
@@ -19,7 +30,7 @@ pub fn mean_ci(xs: &[f64]) -> (f64, f64) {
         return (mean, 0.0);
     }
     let var = xs.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1) as f64;
-    (mean, t975(n - 1) * (var / n as f64).sqrt())
+    (mean, var.sqrt())
 }
 
 /// The 97.5% quantile of Student's t with `df` degrees of freedom.
