@@ -178,7 +178,7 @@ impl Config {
         for s in &settings {
             set_path(&mut table, &s.path, s.value.clone());
         }
-        check(table).map_err(|reason| blame(&defaults, &settings, reason))
+        check(table).map_err(|reason| blame(&defaults, &settings, reason.to_string()))
     }
 
     pub fn to_toml(&self) -> anyhow::Result<String> {
@@ -186,22 +186,42 @@ impl Config {
     }
 }
 
+/// Why [`check`] refuses a configuration table; [`blame`] finds the setting
+/// at fault from its text.
+#[derive(Debug, thiserror::Error)]
+enum CheckError {
+    /// The table does not fit the schema (a wrong type, a missing section).
+    #[error("{}", .0.message().trim_end())]
+    Schema(toml::de::Error),
+    #[error(transparent)]
+    Job(#[from] rliv_dataflows::JobConfigError),
+    /// `[learner]`'s own check (its message).
+    #[error("{0}")]
+    Learner(String),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeConfigError),
+    #[error(transparent)]
+    Kafka(#[from] rliv_dataflows::kafka::KafkaConfigError),
+    /// `state.compression` names no codec the store has.
+    #[error("state.compression must be \"zstd\", \"lz4\" or \"none\", got {0:?}")]
+    Compression(String),
+}
+
 /// Deserializes and validates a whole configuration table.
-fn check(table: toml::Table) -> Result<Config, String> {
+fn check(table: toml::Table) -> Result<Config, CheckError> {
     let cfg: Config = toml::Value::Table(table)
         .try_into()
-        .map_err(|e: toml::de::Error| e.message().trim_end().to_string())?;
+        .map_err(CheckError::Schema)?;
     cfg.join.validate()?;
     cfg.replay.validate()?;
-    cfg.learner.validate()?;
+    cfg.learner
+        .validate()
+        .map_err(|e| CheckError::Learner(e.to_string()))?;
     cfg.serve.validate()?;
     cfg.kafka.validate()?;
     // The store checks this only when it opens (an I/O failure by then).
     if !matches!(cfg.state.compression.as_str(), "zstd" | "lz4" | "none") {
-        return Err(format!(
-            "state.compression must be \"zstd\", \"lz4\" or \"none\", got {:?}",
-            cfg.state.compression
-        ));
+        return Err(CheckError::Compression(cfg.state.compression));
     }
     Ok(cfg)
 }
@@ -311,7 +331,7 @@ fn blame(defaults: &toml::Table, settings: &[Setting], reason: String) -> Config
         .filter_map(|s| {
             let mut t = defaults.clone();
             set_path(&mut t, &s.path, s.value.clone());
-            check(t).err().map(|r| (*s, r))
+            check(t).err().map(|r| (*s, r.to_string()))
         })
         .collect();
     match alone

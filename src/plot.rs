@@ -92,15 +92,20 @@ const FONT: &str = "sans-serif";
 
 static FONT_BYTES: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
+/// Why a figure could not be drawn, before any drawing starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+enum PlotError {
+    #[error("the embedded font DejaVuSans.ttf could not be parsed")]
+    BadFont,
+}
+
 fn register_font() -> Result<()> {
-    static REGISTERED: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| {
-            plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES)
-                .map_err(|_| "the embedded font DejaVuSans.ttf could not be parsed".to_string())
-        })
-        .clone()
-        .map_err(|e| anyhow!(e))
+    static REGISTERED: OnceLock<std::result::Result<(), PlotError>> = OnceLock::new();
+    (*REGISTERED.get_or_init(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES)
+            .map_err(|_| PlotError::BadFont)
+    }))
+    .map_err(anyhow::Error::new)
 }
 
 fn validate(series: &[Curve]) -> Result<()> {

@@ -28,22 +28,27 @@ impl Default for JoinConfig {
     }
 }
 
+/// Why a `[join]` or `[replay]` section is refused (their `validate`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JobConfigError {
+    /// A `[join]` duration below zero.
+    #[error("join.{key} = {value} must be >= 0")]
+    Negative { key: &'static str, value: i64 },
+    /// A `[replay]` setting below its least value.
+    #[error("replay.{key} must be >= {min}")]
+    TooSmall { key: &'static str, min: usize },
+}
+
 impl JoinConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.window_ms < 0 {
-            return Err(format!("join.window_ms = {} must be >= 0", self.window_ms));
-        }
-        if self.allowed_lateness_ms < 0 {
-            return Err(format!(
-                "join.allowed_lateness_ms = {} must be >= 0",
-                self.allowed_lateness_ms
-            ));
-        }
-        if self.late_retention_ms < 0 {
-            return Err(format!(
-                "join.late_retention_ms = {} must be >= 0",
-                self.late_retention_ms
-            ));
+    pub fn validate(&self) -> Result<(), JobConfigError> {
+        for (key, value) in [
+            ("window_ms", self.window_ms),
+            ("allowed_lateness_ms", self.allowed_lateness_ms),
+            ("late_retention_ms", self.late_retention_ms),
+        ] {
+            if value < 0 {
+                return Err(JobConfigError::Negative { key, value });
+            }
         }
         Ok(())
     }
@@ -93,21 +98,21 @@ impl Default for ReplayConfig {
 }
 
 impl ReplayConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if self.workers == 0 {
-            return Err("replay.workers must be >= 1".into());
-        }
-        if self.chunk_lines == 0 {
-            return Err("replay.chunk_lines must be >= 1".into());
-        }
-        if self.max_line_bytes < 64 {
-            return Err("replay.max_line_bytes must be >= 64".into());
-        }
-        if self.max_inflight_chunks == 0 {
-            return Err("replay.max_inflight_chunks must be >= 1".into());
-        }
-        if self.transitions_channel_capacity == 0 {
-            return Err("replay.transitions_channel_capacity must be >= 1".into());
+    pub fn validate(&self) -> Result<(), JobConfigError> {
+        for (key, value, min) in [
+            ("workers", self.workers, 1),
+            ("chunk_lines", self.chunk_lines, 1),
+            ("max_line_bytes", self.max_line_bytes, 64),
+            ("max_inflight_chunks", self.max_inflight_chunks, 1),
+            (
+                "transitions_channel_capacity",
+                self.transitions_channel_capacity,
+                1,
+            ),
+        ] {
+            if value < min {
+                return Err(JobConfigError::TooSmall { key, min });
+            }
         }
         Ok(())
     }

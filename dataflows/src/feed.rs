@@ -56,17 +56,29 @@ pub struct Backlog {
     pub from: u64,
 }
 
-/// A log entry's value: the transition in bincode's standard encoding.
-pub fn encode(t: &Transition) -> Result<Vec<u8>, String> {
-    bincode::serde::encode_to_vec(t, bincode::config::standard()).map_err(|e| e.to_string())
+/// Why a transition log entry could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EntryError {
+    #[error("{0}")]
+    Encode(bincode::error::EncodeError),
+    #[error("{0}")]
+    Decode(bincode::error::DecodeError),
+    /// The entry holds more than one transition's bytes.
+    #[error("{0} trailing bytes")]
+    Trailing(usize),
 }
 
-pub fn decode(bytes: &[u8]) -> Result<Transition, String> {
+/// A log entry's value: the transition in bincode's standard encoding.
+pub fn encode(t: &Transition) -> Result<Vec<u8>, EntryError> {
+    bincode::serde::encode_to_vec(t, bincode::config::standard()).map_err(EntryError::Encode)
+}
+
+pub fn decode(bytes: &[u8]) -> Result<Transition, EntryError> {
     let (t, used): (Transition, usize) =
         bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-            .map_err(|e| e.to_string())?;
+            .map_err(EntryError::Decode)?;
     if used != bytes.len() {
-        return Err(format!("{} trailing bytes", bytes.len() - used));
+        return Err(EntryError::Trailing(bytes.len() - used));
     }
     Ok(t)
 }
@@ -76,7 +88,7 @@ pub enum FeedError {
     #[error(transparent)]
     State(#[from] StateError),
     #[error("transition log entry {seq} does not decode: {err}")]
-    Corrupt { seq: u64, err: String },
+    Corrupt { seq: u64, err: EntryError },
     #[error("the transition log has a gap: expected entry {want}, found {got}")]
     Gap { want: u64, got: u64 },
     #[error(

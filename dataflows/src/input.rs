@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Source;
+use crate::kafka::TopicPartition;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {
@@ -287,15 +288,51 @@ pub fn first_ts(data: &[u8]) -> Option<i64> {
 
 /// Both sources, merged into one deterministic sequence of chunks.
 /// Where an input stands: file positions per source, or Kafka offsets
-/// (`"topic/partition"` -> next offset to read).
+/// (partition -> next offset to read).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Positions {
     pub files: [SourcePos; 2],
     #[serde(default)]
-    pub offsets: std::collections::BTreeMap<String, i64>,
+    pub offsets: std::collections::BTreeMap<TopicPartition, i64>,
     /// Newest event time handed out per Kafka partition (its watermark).
     #[serde(default)]
-    pub partition_ts: std::collections::BTreeMap<String, i64>,
+    pub partition_ts: std::collections::BTreeMap<TopicPartition, i64>,
+}
+
+/// An entry of the job's file table: an input file, or a Kafka partition.
+///
+/// The table is persisted as text (the checkpoint's `files`, the `file` of
+/// dead letters): a file's path as given, or `kafka:topic/partition`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputName {
+    File(String),
+    Kafka(TopicPartition),
+}
+
+impl InputName {
+    /// What marks a Kafka partition in the text form.
+    const KAFKA_PREFIX: &'static str = "kafka:";
+
+    /// Reads the text form: `kafka:topic/partition` is a partition,
+    /// anything else a file.
+    pub fn parse(text: &str) -> InputName {
+        text.strip_prefix(Self::KAFKA_PREFIX)
+            .and_then(|tp| tp.parse().ok())
+            .map_or_else(|| InputName::File(text.to_string()), InputName::Kafka)
+    }
+
+    pub fn is_kafka(&self) -> bool {
+        matches!(self, InputName::Kafka(_))
+    }
+}
+
+impl std::fmt::Display for InputName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            InputName::File(path) => f.write_str(path),
+            InputName::Kafka(tp) => write!(f, "{}{tp}", Self::KAFKA_PREFIX),
+        }
+    }
 }
 
 /// What an input source has next.
@@ -418,6 +455,23 @@ mod tests {
             writeln!(f, "{l}")?;
         }
         Ok(p)
+    }
+
+    #[test]
+    fn input_names_keep_their_text_form() -> TestResult {
+        let tp = TopicPartition::new("ex.posures-1", 12);
+        assert_eq!(tp.to_string(), "ex.posures-1/12");
+        assert_eq!("ex.posures-1/12".parse::<TopicPartition>()?, tp);
+        assert!("exposures".parse::<TopicPartition>().is_err());
+        assert_eq!(serde_json::to_string(&tp)?, "\"ex.posures-1/12\"");
+        let kafka = InputName::Kafka(tp);
+        assert_eq!(kafka.to_string(), "kafka:ex.posures-1/12");
+        assert_eq!(InputName::parse("kafka:ex.posures-1/12"), kafka);
+        for file in ["data/exposures.jsonl", "kafka:no-partition"] {
+            assert_eq!(InputName::parse(file), InputName::File(file.into()));
+            assert_eq!(InputName::parse(file).to_string(), file);
+        }
+        Ok(())
     }
 
     fn lines(prefix: &str, n: usize, ts0: i64) -> Vec<String> {

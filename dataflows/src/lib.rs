@@ -27,6 +27,6 @@ pub mod metrics;
 pub mod operators;
 pub mod pairs;
 
-pub use config::{JoinConfig, ReplayConfig};
+pub use config::{JobConfigError, JoinConfig, ReplayConfig};
 pub use job::{run_replay, Checkpoint, Progress, ReplayRequest, Summary};
 pub use rliv_contract::failpoint;

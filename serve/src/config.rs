@@ -36,7 +36,7 @@ impl Default for ServeConfig {
 }
 
 impl ServeConfig {
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ServeConfigError> {
         for (key, value) in [
             ("max_candidates", self.max_candidates as u64),
             ("max_body_bytes", self.max_body_bytes as u64),
@@ -44,7 +44,7 @@ impl ServeConfig {
             ("catch_up_interval_ms", self.catch_up_interval_ms),
         ] {
             if value == 0 {
-                return Err(format!("serve.{key} must be >= 1, got 0"));
+                return Err(ServeConfigError::Zero { key });
             }
         }
         let host_port = self
@@ -52,13 +52,21 @@ impl ServeConfig {
             .rsplit_once(':')
             .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !host_port {
-            return Err(format!(
-                "serve.addr must be HOST:PORT (e.g. \"127.0.0.1:8080\"), got {:?}",
-                self.addr
-            ));
+            return Err(ServeConfigError::Addr(self.addr.clone()));
         }
         Ok(())
     }
+}
+
+/// Why a `[serve]` section is refused ([`ServeConfig::validate`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ServeConfigError {
+    /// A count or interval that must be at least 1.
+    #[error("serve.{key} must be >= 1, got 0")]
+    Zero { key: &'static str },
+    /// `serve.addr` is not `HOST:PORT`.
+    #[error("serve.addr must be HOST:PORT (e.g. \"127.0.0.1:8080\"), got {0:?}")]
+    Addr(String),
 }
 
 /// Bytes of an oversized `/rank` body read and thrown away before the 413 is

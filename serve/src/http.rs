@@ -63,7 +63,7 @@ async fn rank(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -
     let too_large = |detail: String| {
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
-            2,
+            ErrorKind::BodyTooLarge,
             format!("request body {detail}over {limit} bytes (serve.max_body_bytes)"),
         )
     };
@@ -92,7 +92,7 @@ async fn rank(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -
                     Ok(r) => r,
                     Err(e) => error(
                         StatusCode::INTERNAL_SERVER_ERROR,
-                        5,
+                        ErrorKind::Internal,
                         format!("scoring task: {e}"),
                     ),
                 }
@@ -100,7 +100,7 @@ async fn rank(State(st): State<Arc<AppState>>, headers: HeaderMap, body: Body) -
             BodyRead::TooLarge => too_large(String::new()),
             BodyRead::Failed(e) => error(
                 StatusCode::BAD_REQUEST,
-                1,
+                ErrorKind::BadRequest,
                 format!("reading the request body: {e}"),
             ),
         },

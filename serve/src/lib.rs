@@ -14,9 +14,9 @@ mod metrics;
 mod rank;
 mod server;
 
-pub use config::{ServeConfig, DISCARD_FACTOR, DRAIN_TIMEOUT};
+pub use config::{ServeConfig, ServeConfigError, DISCARD_FACTOR, DRAIN_TIMEOUT};
 pub use http::router;
-pub use rank::{AppState, Figures, Metrics, Reply, Served};
+pub use rank::{AppState, Figures, Metrics, RankError, Reply, Served};
 pub use server::{spawn_background, ServeError, Server};
 
 #[cfg(test)]
@@ -45,6 +45,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("rliv_learner_loss 2.5\n"), "{text}");
+    }
+
+    #[test]
+    fn error_kinds_index_their_counters_in_order() {
+        for (i, kind) in crate::rank::ErrorKind::ALL.into_iter().enumerate() {
+            assert_eq!(kind.index(), i, "{}", kind.as_str());
+        }
     }
 
     #[test]

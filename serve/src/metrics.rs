@@ -26,10 +26,11 @@ impl AppState {
             "counter",
             "/rank requests refused, by kind.",
         );
-        for (k, name) in ERROR_KINDS.iter().enumerate() {
+        for kind in ErrorKind::ALL {
             out += &format!(
-                "rliv_rank_errors_total{{kind=\"{name}\"}} {}\n",
-                load(&m.errors[k])
+                "rliv_rank_errors_total{{kind=\"{}\"}} {}\n",
+                kind.as_str(),
+                load(&m.errors[kind.index()])
             );
         }
         family(

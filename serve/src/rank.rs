@@ -13,7 +13,7 @@ use rliv_learner::checkpoint;
 use rliv_learner::embed::PairInput;
 use rliv_learner::engine::Engine;
 use rliv_learner::Model;
-use rliv_state::{PairKey, PairSnapshot, Store};
+use rliv_state::{PairKey, PairSnapshot, StateError, Store};
 use serde::Deserialize;
 
 /// Reads a lock whose holder may have panicked: the values behind the locks
@@ -56,14 +56,64 @@ pub struct Served {
     pub dir: PathBuf,
 }
 
-pub(crate) const ERROR_KINDS: [&str; 6] = [
-    "bad_json",
-    "bad_request",
-    "body_too_large",
-    "too_many_candidates",
-    "not_ready",
-    "internal",
-];
+/// The kinds of refused `/rank` requests, counted apart on `/metrics`
+/// (`rliv_rank_errors_total{kind=".."}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// The body is not JSON (a syntax error or a truncated body).
+    BadJson,
+    /// JSON, but not a valid request.
+    BadRequest,
+    BodyTooLarge,
+    TooManyCandidates,
+    /// No model yet, or the pair state cannot be read.
+    NotReady,
+    Internal,
+}
+
+impl ErrorKind {
+    /// Every kind, in the order of `/metrics` (and of `Metrics::errors`).
+    pub(crate) const ALL: [ErrorKind; 6] = [
+        ErrorKind::BadJson,
+        ErrorKind::BadRequest,
+        ErrorKind::BodyTooLarge,
+        ErrorKind::TooManyCandidates,
+        ErrorKind::NotReady,
+        ErrorKind::Internal,
+    ];
+
+    /// The `kind` label on `/metrics`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadJson => "bad_json",
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::BodyTooLarge => "body_too_large",
+            ErrorKind::TooManyCandidates => "too_many_candidates",
+            ErrorKind::NotReady => "not_ready",
+            ErrorKind::Internal => "internal",
+        }
+    }
+
+    /// Its counter's index in `Metrics::errors` (its place in [`Self::ALL`]).
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a model could not be reloaded, the pair state read, or a scoring
+/// engine made.
+#[derive(Debug, thiserror::Error)]
+pub enum RankError {
+    /// Listing or loading the checkpoint directory.
+    #[error("{0}")]
+    Checkpoint(checkpoint::CheckpointError),
+    /// Reading the candidates' pair counters.
+    #[error("{0}")]
+    PairState(StateError),
+    /// Making a scoring engine for the model's device.
+    #[error("{0}")]
+    Engine(String),
+}
 /// Latency histogram bucket bounds, seconds.
 pub(crate) const BUCKETS: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
@@ -73,7 +123,8 @@ pub(crate) const BUCKETS: [f64; 12] = [
 pub struct Metrics {
     pub(crate) requests: AtomicU64,
     pub(crate) ok: AtomicU64,
-    pub(crate) errors: [AtomicU64; 6],
+    /// Refused requests, by [`ErrorKind::index`].
+    pub(crate) errors: [AtomicU64; ErrorKind::ALL.len()],
     pub(crate) latency: [AtomicU64; 12],
     pub(crate) latency_sum_ns: AtomicU64,
     pub(crate) scoring_sum_ns: AtomicU64,
@@ -111,10 +162,10 @@ pub trait Figures: Send + Sync {
 pub struct Reply {
     pub status: StatusCode,
     pub body: serde_json::Value,
-    kind: Option<usize>,
+    kind: Option<ErrorKind>,
 }
 
-pub(crate) fn error(status: StatusCode, kind: usize, msg: impl Into<String>) -> Reply {
+pub(crate) fn error(status: StatusCode, kind: ErrorKind, msg: impl Into<String>) -> Reply {
     Reply {
         status,
         body: serde_json::json!({ "error": msg.into() }),
@@ -139,13 +190,13 @@ impl AppState {
     }
 
     /// An engine for `device`: a kept one, or a new one.
-    fn take_engine(&self, device: &str) -> Result<Engine, String> {
+    fn take_engine(&self, device: &str) -> Result<Engine, RankError> {
         let mut pool = self.engines.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(i) = pool.iter().position(|(d, _)| d == device) {
             return Ok(pool.swap_remove(i).1);
         }
         drop(pool);
-        Engine::new("auto", device, self.cfg.scoring_threads.max(1))
+        Engine::new("auto", device, self.cfg.scoring_threads.max(1)).map_err(RankError::Engine)
     }
 
     fn put_engine(&self, device: &str, engine: Engine) {
@@ -179,15 +230,15 @@ impl AppState {
 
     /// Loads the newest usable checkpoint if it is not the one being served.
     /// Returns whether a new model was installed.
-    pub fn reload(&self) -> Result<bool, String> {
-        let newest = checkpoint::list(&self.checkpoints).map_err(|e| e.to_string())?;
+    pub fn reload(&self) -> Result<bool, RankError> {
+        let newest = checkpoint::list(&self.checkpoints).map_err(RankError::Checkpoint)?;
         let Some(newest) = newest.first() else {
             return Ok(false);
         };
         if self.current().is_some_and(|s| &s.dir == newest) {
             return Ok(false);
         }
-        match checkpoint::load_newest_model(&self.checkpoints).map_err(|e| e.to_string())? {
+        match checkpoint::load_newest_model(&self.checkpoints).map_err(RankError::Checkpoint)? {
             Some((model, manifest, skipped)) => {
                 for s in &skipped {
                     tracing::warn!("serve: skipped a checkpoint: {s}");
@@ -208,14 +259,18 @@ impl AppState {
         }
     }
 
-    fn counters(&self, user: u64, authors: &[u64]) -> Result<HashMap<u64, PairSnapshot>, String> {
+    fn counters(
+        &self,
+        user: u64,
+        authors: &[u64],
+    ) -> Result<HashMap<u64, PairSnapshot>, RankError> {
         let store = self.pair_state();
         let mut out = HashMap::new();
         let Some(store) = store else {
             return Ok(out);
         };
         let keys: Vec<PairKey> = authors.iter().map(|a| PairKey::new(user, *a)).collect();
-        let found = store.get_pairs(&keys).map_err(|e| e.to_string())?;
+        let found = store.get_pairs(&keys).map_err(RankError::PairState)?;
         for (a, c) in authors.iter().zip(found) {
             if let Some(c) = c {
                 out.insert(*a, PairSnapshot::from(&c));
@@ -229,7 +284,11 @@ impl AppState {
         let req: RankRequest = match serde_json::from_slice(body) {
             Ok(r) => r,
             Err(e) => {
-                let kind = if e.is_syntax() || e.is_eof() { 0 } else { 1 };
+                let kind = if e.is_syntax() || e.is_eof() {
+                    ErrorKind::BadJson
+                } else {
+                    ErrorKind::BadRequest
+                };
                 return error(
                     StatusCode::BAD_REQUEST,
                     kind,
@@ -238,12 +297,16 @@ impl AppState {
             }
         };
         if req.candidates.is_empty() {
-            return error(StatusCode::BAD_REQUEST, 1, "`candidates` is empty");
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
+                "`candidates` is empty",
+            );
         }
         if req.candidates.len() > self.cfg.max_candidates {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                3,
+                ErrorKind::TooManyCandidates,
                 format!(
                     "{} candidates: at most {} per request (serve.max_candidates)",
                     req.candidates.len(),
@@ -252,12 +315,16 @@ impl AppState {
             );
         }
         if req.k == Some(0) {
-            return error(StatusCode::BAD_REQUEST, 1, "`k` must be >= 1");
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
+                "`k` must be >= 1",
+            );
         }
         let Some(served) = self.current() else {
             return error(
                 StatusCode::SERVICE_UNAVAILABLE,
-                4,
+                ErrorKind::NotReady,
                 format!(
                     "no model loaded yet: waiting for a checkpoint in {}",
                     self.checkpoints.display()
@@ -272,7 +339,7 @@ impl AppState {
             Err(e) => {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    4,
+                    ErrorKind::NotReady,
                     format!("reading pair state: {e}"),
                 )
             }
@@ -302,13 +369,19 @@ impl AppState {
         let device = &served.model.cfg.device;
         let mut engine = match self.take_engine(device) {
             Ok(e) => e,
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, 5, e),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorKind::Internal,
+                    e.to_string(),
+                )
+            }
         };
         let scored = served.model.score(&mut engine, &inputs);
         self.put_engine(device, engine);
         let livs = match scored {
             Ok(l) => l,
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, 5, e),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal, e),
         };
         self.metrics
             .scoring_sum_ns
@@ -362,7 +435,7 @@ impl AppState {
                 m.ok.fetch_add(1, Ordering::Relaxed);
             }
             Some(k) => {
-                m.errors[k].fetch_add(1, Ordering::Relaxed);
+                m.errors[k.index()].fetch_add(1, Ordering::Relaxed);
             }
         }
         let s = elapsed.as_secs_f64();

@@ -33,6 +33,7 @@ pub fn spawn_background(st: &Arc<AppState>) -> Vec<std::thread::JoinHandle<()>> 
                 Err(e) => {
                     s.metrics.reload_failures.fetch_add(1, Ordering::Relaxed);
                     // Say it once per distinct problem, not every interval.
+                    let e = e.to_string();
                     if e != last_error {
                         eprintln!("serve: reloading the model: {e}");
                         last_error = e;
@@ -78,7 +79,7 @@ pub fn spawn_background(st: &Arc<AppState>) -> Vec<std::thread::JoinHandle<()>> 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     #[error("invalid [serve] configuration: {0}")]
-    Config(String),
+    Config(ServeConfigError),
     #[error("binding {0}: {1}")]
     Bind(String, std::io::Error),
     #[error("starting the service: {0}")]

@@ -92,7 +92,8 @@ pub(crate) fn start_server(
         ..cfg.serve.clone()
     };
     // The address may come from a flag (--addr, --serve): a bad one is a usage error.
-    scfg.validate().map_err(rliv::train::UsageError)?;
+    scfg.validate()
+        .map_err(|e| rliv::train::UsageError(e.to_string()))?;
     let server = rliv::serve::Server::start(scfg, state, checkpoints)?;
     server.state.set_training(training);
     eprintln!(

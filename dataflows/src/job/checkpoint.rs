@@ -2,13 +2,15 @@
 //! and the transition log's bounds, written in every commit (`meta`
 //! column family), and how a new run starts from the previous one.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use rliv_state::{StateError, Store};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Source;
-use crate::input::SourcePos;
+use crate::input::{InputName, Positions, SourcePos};
+use crate::kafka::TopicPartition;
 use crate::metrics::Counters;
 
 use super::JobError;
@@ -104,6 +106,32 @@ impl Checkpoint {
         }
     }
 
+    /// Whether this is a run on Kafka topics (its file table lists partitions only).
+    pub(super) fn is_stream(&self) -> bool {
+        !self.files.is_empty()
+            && self
+                .files
+                .iter()
+                .all(|(_, n)| InputName::parse(n).is_kafka())
+    }
+
+    /// `offsets`, keyed by partition (keys that are not `topic/partition`
+    /// name no partition and are left out).
+    pub(super) fn kafka_offsets(&self) -> BTreeMap<TopicPartition, i64> {
+        by_partition(&self.offsets)
+    }
+
+    /// `partition_ts`, keyed by partition (see [`Self::kafka_offsets`]).
+    pub(super) fn kafka_partition_ts(&self) -> BTreeMap<TopicPartition, i64> {
+        by_partition(&self.partition_ts)
+    }
+
+    /// Records where a Kafka input stands, keys in their persisted text form.
+    pub(super) fn set_kafka_positions(&mut self, positions: &Positions) {
+        self.offsets = by_name(&positions.offsets);
+        self.partition_ts = by_name(&positions.partition_ts);
+    }
+
     pub fn load(store: &Store) -> Result<Option<Checkpoint>, JobError> {
         match store.get_meta(CHECKPOINT_KEY)? {
             None => Ok(None),
@@ -112,4 +140,15 @@ impl Checkpoint {
                 .map_err(|e| JobError::State(StateError::Corrupt(format!("job checkpoint: {e}")))),
         }
     }
+}
+
+fn by_partition(named: &BTreeMap<String, i64>) -> BTreeMap<TopicPartition, i64> {
+    named
+        .iter()
+        .filter_map(|(name, v)| Some((name.parse().ok()?, *v)))
+        .collect()
+}
+
+fn by_name(typed: &BTreeMap<TopicPartition, i64>) -> BTreeMap<String, i64> {
+    typed.iter().map(|(tp, v)| (tp.to_string(), *v)).collect()
 }

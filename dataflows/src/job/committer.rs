@@ -141,7 +141,7 @@ impl Committer {
             {
                 let key = format!("{}:{}", rec.file, rec.line);
                 sink.send(topic, key.as_bytes(), &line)
-                    .map_err(JobError::Aborted)?;
+                    .map_err(|e| JobError::Aborted(e.to_string()))?;
             }
             line.push(b'\n');
             self.dead.write(&line)?;
@@ -174,8 +174,7 @@ impl Committer {
         let Some(mark) = mark else { return Ok(()) };
         self.cp.next_epoch = epoch + 1;
         self.cp.positions = mark.positions.files.clone();
-        self.cp.offsets = mark.positions.offsets.clone();
-        self.cp.partition_ts = mark.positions.partition_ts.clone();
+        self.cp.set_kafka_positions(&mark.positions);
         if !mark.commit {
             return Ok(());
         }
@@ -211,7 +210,7 @@ impl Committer {
         self.cp.dead_letters.len = self.dead.len;
         // Topics first, then the state: at-least-once for the topics.
         if let Some(sink) = &self.sink {
-            sink.flush().map_err(JobError::Aborted)?;
+            sink.flush().map_err(|e| JobError::Aborted(e.to_string()))?;
         }
 
         let mut commit = Commit {
@@ -248,7 +247,7 @@ impl Committer {
         // replays them, and the learner must not have taken them yet.
         self.feed_committed();
         if let Some(sink) = &self.sink {
-            sink.commit_offsets(&self.cp.offsets);
+            sink.commit_offsets(&mark.positions.offsets);
         }
         Ok(())
     }
@@ -283,7 +282,7 @@ impl Committer {
                     key.as_bytes(),
                     line.strip_suffix(b"\n").unwrap_or(line),
                 )
-                .map_err(JobError::Aborted)?;
+                .map_err(|e| JobError::Aborted(e.to_string()))?;
             }
         }
         if let Some(out) = self.transitions.as_mut() {

@@ -158,13 +158,19 @@ pub struct Summary {
 
 /// Runs a replay to the end of its input.
 pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
-    req.join.validate().map_err(JobError::Config)?;
-    req.replay.validate().map_err(JobError::Config)?;
+    req.join
+        .validate()
+        .map_err(|e| JobError::Config(e.to_string()))?;
+    req.replay
+        .validate()
+        .map_err(|e| JobError::Config(e.to_string()))?;
     let started = Instant::now();
 
     let kafka = req.kafka.clone();
     if let Some(k) = &kafka {
-        k.cfg.validate().map_err(JobError::Config)?;
+        k.cfg
+            .validate()
+            .map_err(|e| JobError::Config(e.to_string()))?;
     }
     let mut files: Vec<(Source, PathBuf)> = Vec::new();
     if kafka.is_none() {
@@ -204,9 +210,6 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         .clone()
         .unwrap_or_else(|| req.state_dir.join("dead-letters.jsonl"));
 
-    let is_stream = |cp: &Checkpoint| {
-        !cp.files.is_empty() && cp.files.iter().all(|(_, n)| n.starts_with("kafka:"))
-    };
     let (mut cp, resumed, reopen) = match previous {
         Some(cp) if cp.version != CHECKPOINT_VERSION => {
             return Err(JobError::Resume(format!(
@@ -215,7 +218,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
             )))
         }
         // A Kafka run continues the stream where the state stands.
-        Some(cp) if kafka.is_some() && is_stream(&cp) => {
+        Some(cp) if kafka.is_some() && cp.is_stream() => {
             let finished = cp.finished;
             (cp, true, finished)
         }
@@ -321,8 +324,8 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
     if let Some(k) = &kafka {
         let (mut r, names) = crate::kafka::KafkaReader::connect(
             &k.cfg,
-            &cp.offsets,
-            &cp.partition_ts,
+            &cp.kafka_offsets(),
+            &cp.kafka_partition_ts(),
             start_epoch,
             req.replay.chunk_lines,
             req.replay.max_line_bytes,
@@ -331,8 +334,8 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         r.progress = k.progress.clone();
         r.stop = k.stop.clone();
         r.start_lag_monitor(&k.cfg)?;
-        cp.files = names.clone();
-        file_names = names;
+        file_names = names.iter().map(|(s, n)| (*s, n.to_string())).collect();
+        cp.files = file_names.clone();
         kafka_reader = Some(r);
         sink = Some(crate::kafka::KafkaSink::new(&k.cfg)?);
     }

@@ -33,9 +33,9 @@ pub(super) fn spawn_lag_monitor(
                     .positions
                     .clone();
                 let mut lag = 0i64;
-                for (i, (topic, partition, next)) in positions.into_iter().enumerate() {
+                for (i, (tp, next)) in positions.into_iter().enumerate() {
                     if let Ok((_, high)) =
-                        client.fetch_watermarks(&topic, partition, Duration::from_secs(1))
+                        client.fetch_watermarks(&tp.topic, tp.partition, Duration::from_secs(1))
                     {
                         let answered = Instant::now();
                         lag += (high - next).max(0);

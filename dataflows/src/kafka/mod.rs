@@ -32,7 +32,7 @@ mod lag;
 mod sink;
 mod source;
 
-pub use sink::{DeliveryCounter, KafkaSink};
+pub use sink::{DeliveryCounter, KafkaSink, SinkError};
 pub use source::KafkaReader;
 
 use std::collections::{BTreeMap, HashMap};
@@ -123,15 +123,26 @@ impl KafkaConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), KafkaConfigError> {
         if self.exposures_topic.is_empty() || self.actions_topic.is_empty() {
-            return Err("kafka.exposures_topic and kafka.actions_topic must be set".into());
+            return Err(KafkaConfigError::TopicUnset);
         }
         if self.exposures_topic == self.actions_topic {
-            return Err("kafka.exposures_topic and kafka.actions_topic must differ".into());
+            return Err(KafkaConfigError::SameTopic);
         }
         Ok(())
     }
+}
+
+/// Why a `[kafka]` section is refused ([`KafkaConfig::validate`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum KafkaConfigError {
+    /// The exposures or the actions topic is empty.
+    #[error("kafka.exposures_topic and kafka.actions_topic must be set")]
+    TopicUnset,
+    /// Both sources name the same topic.
+    #[error("kafka.exposures_topic and kafka.actions_topic must differ")]
+    SameTopic,
 }
 
 pub(super) fn kerr(what: &str, e: impl std::fmt::Display) -> InputError {
@@ -153,9 +164,58 @@ pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
         .collect())
 }
 
-/// The name of a partition in positions and dead letters.
-pub fn partition_name(topic: &str, partition: i32) -> String {
-    format!("{topic}/{partition}")
+/// One partition of a topic. Its text form, `topic/partition`, is how
+/// checkpoints (offsets, per-partition event times) and the file table
+/// (`kafka:topic/partition`) name it; serde uses that text too.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(into = "String", try_from = "String")]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: i32) -> TopicPartition {
+        TopicPartition {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.topic, self.partition)
+    }
+}
+
+/// Text that is not `topic/partition` (a partition number after the last `/`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not topic/partition")]
+pub struct BadTopicPartition(pub String);
+
+impl std::str::FromStr for TopicPartition {
+    type Err = BadTopicPartition;
+
+    /// Splits at the last `/` (topic names cannot hold one).
+    fn from_str(s: &str) -> Result<TopicPartition, BadTopicPartition> {
+        s.rsplit_once('/')
+            .and_then(|(topic, p)| Some(TopicPartition::new(topic, p.parse().ok()?)))
+            .ok_or_else(|| BadTopicPartition(s.to_string()))
+    }
+}
+
+impl From<TopicPartition> for String {
+    fn from(tp: TopicPartition) -> String {
+        tp.to_string()
+    }
+}
+
+impl TryFrom<String> for TopicPartition {
+    type Error = BadTopicPartition;
+    fn try_from(s: String) -> Result<TopicPartition, BadTopicPartition> {
+        s.parse()
+    }
 }
 
 #[derive(Debug, Default)]

@@ -10,8 +10,25 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::{kerr, KafkaConfig, QuietEof};
+use super::{kerr, KafkaConfig, QuietEof, TopicPartition};
 use crate::input::InputError;
+
+/// Why [`KafkaSink::send`] or [`KafkaSink::flush`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// librdkafka's queue stayed full for the whole request timeout.
+    #[error("producing to {topic}: the queue stayed full")]
+    QueueFull { topic: String },
+    /// The producer refused the message.
+    #[error("producing to {topic}: {error}")]
+    Produce { topic: String, error: KafkaError },
+    /// Flushing the producer failed (or timed out).
+    #[error("flushing the producer: {0}")]
+    Flush(KafkaError),
+    /// Messages whose delivery failed since the last flush.
+    #[error("{0} messages were not delivered")]
+    Undelivered(u64),
+}
 
 /// Counts failed deliveries.
 pub struct DeliveryCounter {
@@ -70,7 +87,7 @@ impl KafkaSink {
     }
 
     /// Queues one message (waiting while librdkafka's queue is full).
-    pub fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), String> {
+    pub fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<(), SinkError> {
         let mut record = BaseRecord::to(topic).key(key).payload(payload);
         let started = Instant::now();
         loop {
@@ -83,28 +100,29 @@ impl KafkaSink {
                     record = r;
                     self.producer.poll(Duration::from_millis(50));
                     if started.elapsed() > self.timeout {
-                        return Err(format!("producing to {topic}: the queue stayed full"));
+                        return Err(SinkError::QueueFull {
+                            topic: topic.to_string(),
+                        });
                     }
                 }
-                Err((e, _)) => return Err(format!("producing to {topic}: {e}")),
+                Err((error, _)) => {
+                    return Err(SinkError::Produce {
+                        topic: topic.to_string(),
+                        error,
+                    })
+                }
             }
         }
     }
 
-    /// Commits `offsets` (`"topic/partition"` -> next offset), durable in the
-    /// state, to the consumer group, so lag tools see the job's position. A
-    /// failure is logged, not fatal: the state holds the offsets that count.
-    pub fn commit_offsets(&self, offsets: &BTreeMap<String, i64>) {
+    /// Commits `offsets` (next offset per partition), durable in the state,
+    /// to the consumer group, so lag tools see the job's position. A failure
+    /// is logged, not fatal: the state holds the offsets that count.
+    pub fn commit_offsets(&self, offsets: &BTreeMap<TopicPartition, i64>) {
         let group = &self.group;
         let mut tpl = TopicPartitionList::new();
-        for (name, offset) in offsets {
-            let Some((topic, partition)) = name.rsplit_once('/') else {
-                continue;
-            };
-            let Ok(partition) = partition.parse::<i32>() else {
-                continue;
-            };
-            let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(*offset));
+        for (tp, offset) in offsets {
+            let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
         }
         if tpl.count() == 0 {
             return;
@@ -115,13 +133,13 @@ impl KafkaSink {
     }
 
     /// Waits until every queued message is delivered; fails if any was not.
-    pub fn flush(&self) -> Result<(), String> {
+    pub fn flush(&self) -> Result<(), SinkError> {
         self.producer
             .flush(self.timeout)
-            .map_err(|e| format!("flushing the producer: {e}"))?;
+            .map_err(SinkError::Flush)?;
         let failed = self.failed.swap(0, Ordering::Relaxed);
         if failed > 0 {
-            return Err(format!("{failed} messages were not delivered"));
+            return Err(SinkError::Undelivered(failed));
         }
         Ok(())
     }

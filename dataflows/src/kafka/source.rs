@@ -14,14 +14,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
 use super::lag::spawn_lag_monitor;
-use super::{kerr, partition_name, partitions, KafkaConfig, KafkaProgress, QuietEof};
+use super::{kerr, partitions, KafkaConfig, KafkaProgress, QuietEof, TopicPartition};
 use crate::event::Source;
-use crate::input::{first_ts, Chunk, ChunkSource, InputError, Next, Positions};
+use crate::input::{first_ts, Chunk, ChunkSource, InputError, InputName, Next, Positions};
 
 struct Part {
     source: Source,
-    topic: String,
-    partition: i32,
+    tp: TopicPartition,
     file: u32,
     /// Next offset to hand out.
     next: i64,
@@ -74,8 +73,8 @@ pub struct KafkaReader {
 /// order.
 #[derive(Default)]
 pub(super) struct Shared {
-    /// (topic, partition, next offset to hand out).
-    pub(super) positions: Vec<(String, i32, i64)>,
+    /// Each partition and the next offset to hand out.
+    pub(super) positions: Vec<(TopicPartition, i64)>,
     /// The latest high watermark fetched, and when the answer came.
     pub(super) ends: Vec<Option<(i64, Instant)>>,
 }
@@ -83,17 +82,17 @@ pub(super) struct Shared {
 impl KafkaReader {
     /// Connects, finds the partitions of both topics and assigns them at
     /// `offsets` (the beginning for partitions not in it). Returns the reader
-    /// and the partition names, in file-table order.
+    /// and the partitions as file-table entries, in file-table order.
     #[allow(clippy::too_many_arguments)]
     pub fn connect(
         cfg: &KafkaConfig,
-        offsets: &BTreeMap<String, i64>,
-        partition_ts: &BTreeMap<String, i64>,
+        offsets: &BTreeMap<TopicPartition, i64>,
+        partition_ts: &BTreeMap<TopicPartition, i64>,
         next_epoch: u64,
         chunk_lines: usize,
         max_line_bytes: usize,
         until_end: bool,
-    ) -> Result<(KafkaReader, Vec<(Source, String)>), InputError> {
+    ) -> Result<(KafkaReader, Vec<(Source, InputName)>), InputError> {
         let timeout = Duration::from_millis(cfg.request_timeout_ms);
         let mut consumers = Vec::new();
         let mut parts = Vec::new();
@@ -131,8 +130,8 @@ impl KafkaReader {
             }
             let mut tpl = TopicPartitionList::new();
             for id in ids {
-                let name = partition_name(&topic, id);
-                let start = offsets.get(&name).copied();
+                let tp = TopicPartition::new(topic.as_str(), id);
+                let start = offsets.get(&tp).copied();
                 tpl.add_partition_offset(
                     &topic,
                     id,
@@ -142,16 +141,15 @@ impl KafkaReader {
                 index.insert((si, id), parts.len());
                 parts.push(Part {
                     source: *source,
-                    topic: topic.clone(),
-                    partition: id,
+                    tp: tp.clone(),
                     file: names.len() as u32,
                     next: start.unwrap_or(0),
                     buf: VecDeque::new(),
                     at_end: None,
                     last_data: Instant::now(),
-                    max_ts: partition_ts.get(&name).copied(),
+                    max_ts: partition_ts.get(&tp).copied(),
                 });
-                names.push((*source, format!("kafka:{name}")));
+                names.push((*source, InputName::Kafka(tp)));
             }
             consumer
                 .assign(&tpl)
@@ -182,11 +180,8 @@ impl KafkaReader {
         Ok((reader, names))
     }
 
-    fn offsets(&self) -> BTreeMap<String, i64> {
-        self.parts
-            .iter()
-            .map(|p| (partition_name(&p.topic, p.partition), p.next))
-            .collect()
+    fn offsets(&self) -> BTreeMap<TopicPartition, i64> {
+        self.parts.iter().map(|p| (p.tp.clone(), p.next)).collect()
     }
 
     /// Fetches what the consumers have, without blocking, and updates what
@@ -214,9 +209,8 @@ impl KafkaReader {
                                 .skipped_offsets
                                 .fetch_add(skipped, Ordering::Relaxed);
                             tracing::warn!(
-                                "kafka: {}/{}: offsets {expected}..{offset} were not delivered (retention, compaction or transaction markers)",
-                                part.topic,
-                                part.partition
+                                "kafka: {}: offsets {expected}..{offset} were not delivered (retention, compaction or transaction markers)",
+                                part.tp
                             );
                         }
                         let mut payload = m.payload().unwrap_or(&[]).to_vec();
@@ -344,11 +338,9 @@ impl KafkaReader {
     fn publish_positions(&self) {
         let mut shared = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         shared.positions.clear();
-        shared.positions.extend(
-            self.parts
-                .iter()
-                .map(|p| (p.topic.clone(), p.partition, p.next)),
-        );
+        shared
+            .positions
+            .extend(self.parts.iter().map(|p| (p.tp.clone(), p.next)));
     }
 }
 
@@ -450,7 +442,7 @@ impl ChunkSource for KafkaReader {
             partition_ts: self
                 .parts
                 .iter()
-                .filter_map(|p| p.max_ts.map(|t| (partition_name(&p.topic, p.partition), t)))
+                .filter_map(|p| p.max_ts.map(|t| (p.tp.clone(), t)))
                 .collect(),
         }
     }

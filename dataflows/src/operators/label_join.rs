@@ -22,16 +22,25 @@ pub struct JoinStart {
     pub watermark: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
-/// Encodes a worker's window and the watermark for a commit.
-pub fn encode_snapshot(wm: &Watermark, snap: &JoinSnapshot) -> Result<Vec<u8>, String> {
-    bincode::serde::encode_to_vec((wm, snap), bincode::config::standard())
-        .map_err(|e| e.to_string())
+/// Why a window snapshot could not be encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("{0}")]
+    Encode(bincode::error::EncodeError),
+    #[error("window snapshot does not decode: {0}")]
+    Decode(bincode::error::DecodeError),
 }
 
-pub fn decode_snapshot(bytes: &[u8]) -> Result<(Watermark, JoinSnapshot), String> {
+/// Encodes a worker's window and the watermark for a commit.
+pub fn encode_snapshot(wm: &Watermark, snap: &JoinSnapshot) -> Result<Vec<u8>, SnapshotError> {
+    bincode::serde::encode_to_vec((wm, snap), bincode::config::standard())
+        .map_err(SnapshotError::Encode)
+}
+
+pub fn decode_snapshot(bytes: &[u8]) -> Result<(Watermark, JoinSnapshot), SnapshotError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(v, _)| v)
-        .map_err(|e| format!("window snapshot does not decode: {e}"))
+        .map_err(SnapshotError::Decode)
 }
 
 pub trait LabelJoin<'scope> {
@@ -73,7 +82,7 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Parsed>> {
                         }
                         join.restore(snap, |(r, it)| exposure_route(r, it) % peers == me);
                     }
-                    Err(e) => abort.raise(e),
+                    Err(e) => abort.raise(e.to_string()),
                 }
             }
             if start.reopen {

@@ -16,7 +16,7 @@ mod parse;
 mod sink;
 
 pub use label_join::LabelJoin;
-pub use label_join::{decode_snapshot, encode_snapshot, JoinStart};
+pub use label_join::{decode_snapshot, encode_snapshot, JoinStart, SnapshotError};
 pub use pair_state::PairState;
 pub use pair_state::TransitionOutputs;
 pub use parse::{parse_chunk, ParseChunks};
