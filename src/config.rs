@@ -195,9 +195,8 @@ enum CheckError {
     Schema(toml::de::Error),
     #[error(transparent)]
     Job(#[from] rliv_dataflows::JobConfigError),
-    /// `[learner]`'s own check (its message).
-    #[error("{0}")]
-    Learner(String),
+    #[error(transparent)]
+    Learner(#[from] rliv_learner::InvalidSetting),
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeConfigError),
     #[error(transparent)]
@@ -214,9 +213,7 @@ fn check(table: toml::Table) -> Result<Config, CheckError> {
         .map_err(CheckError::Schema)?;
     cfg.join.validate()?;
     cfg.replay.validate()?;
-    cfg.learner
-        .validate()
-        .map_err(|e| CheckError::Learner(e.to_string()))?;
+    cfg.learner.validate()?;
     cfg.serve.validate()?;
     cfg.kafka.validate()?;
     // The store checks this only when it opens (an I/O failure by then).

@@ -63,7 +63,7 @@ fn stack_macs(nets: usize, input: usize, hidden: &[usize]) -> f64 {
     nets as f64 * dims.windows(2).map(|w| (w[0] * w[1]) as f64).sum::<f64>()
 }
 
-pub fn run(cfg: &LearnerConfig, steps: u64) -> Result<BenchReport, String> {
+pub fn run(cfg: &LearnerConfig, steps: u64) -> Result<BenchReport, crate::LearnerError> {
     let mut learner = Learner::new(cfg)?;
     let data = synthetic(200_000.max(cfg.batch_size * 4), 11);
     let mut ring = Ring::new(data.len());

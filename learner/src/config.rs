@@ -3,6 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::InvalidSetting;
+
 /// The four reward labels of the paper (target label set C).
 pub const LABELS: [&str; 4] = ["click", "watch", "follow", "gift"];
 
@@ -42,6 +44,14 @@ pub struct LearnerConfig {
     /// recency at the request's time (see `embed::DERIVED`). Off: the
     /// paper's counters only.
     pub derived_features: bool,
+    /// Also feed the pair's state to the towers as a few numbers beside the
+    /// embeddings (`embed::DENSE`: log counts, mean watch, rates, recency,
+    /// each scaled to about [0, 1]), so that smooth, monotone effects such as
+    /// "longer mean watch, higher value" need not be learned bucket by bucket.
+    /// Missing in a saved manifest means false: checkpoints written before
+    /// the field existed have no dense columns.
+    #[serde(default)]
+    pub dense_features: bool,
     /// Train on the pair's state as a ranking request at the transition's
     /// time could have seen it: interactions whose exposure is less than
     /// this old (ms) are left out of `s_t` (the job closes an exposure
@@ -132,6 +142,7 @@ impl Default for LearnerConfig {
             feature_rows: 1 << 16,
             counter_buckets: 32,
             derived_features: true,
+            dense_features: true,
             visible_lag_ms: 30 * 60_000 + 60_000,
             hash_seed: 1_592_594_203,
             seed: 7,
@@ -237,10 +248,11 @@ impl LearnerConfig {
         }
     }
 
-    pub fn validate(&self) -> Result<(), String> {
-        let pos = |name: &str, v: usize| {
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        let bad = |key: &'static str, rule: String| Err(InvalidSetting::new(key, rule));
+        let pos = |name: &'static str, v: usize| {
             if v == 0 {
-                Err(format!("learner.{name} must be >= 1"))
+                bad(name, "must be >= 1".into())
             } else {
                 Ok(())
             }
@@ -254,22 +266,22 @@ impl LearnerConfig {
         pos("buffer_capacity", self.buffer_capacity)?;
         pos("keep_checkpoints", self.keep_checkpoints)?;
         if self.hidden.is_empty() || self.hidden.contains(&0) {
-            return Err("learner.hidden must be a non-empty list of sizes >= 1".into());
+            return bad("hidden", "must be a non-empty list of sizes >= 1".into());
         }
         if !self.score_preset.is_empty() && score_preset(&self.score_preset).is_none() {
-            return Err(format!(
-                "learner.score_preset must be \"\", \"watch\" or \"revenue\", got {:?}",
-                self.score_preset
-            ));
+            return bad(
+                "score_preset",
+                format!(
+                    "must be \"\", \"watch\" or \"revenue\", got {:?}",
+                    self.score_preset
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.gamma) {
-            return Err(format!(
-                "learner.gamma must be in [0, 1), got {}",
-                self.gamma
-            ));
+            return bad("gamma", format!("must be in [0, 1), got {}", self.gamma));
         }
         if !(self.tau > 0.0 && self.tau <= 1.0) {
-            return Err(format!("learner.tau must be in (0, 1], got {}", self.tau));
+            return bad("tau", format!("must be in (0, 1], got {}", self.tau));
         }
         for (name, v) in [
             ("lr", self.lr),
@@ -278,7 +290,7 @@ impl LearnerConfig {
             ("huber_delta", self.huber_delta),
         ] {
             if !(v.is_finite() && v > 0.0) {
-                return Err(format!("learner.{name} must be a positive number, got {v}"));
+                return bad(name, format!("must be a positive number, got {v}"));
             }
         }
         for (name, v) in [
@@ -286,26 +298,26 @@ impl LearnerConfig {
             ("adam_beta2", self.adam_beta2),
         ] {
             if !(0.0..1.0).contains(&v) {
-                return Err(format!("learner.{name} must be in [0, 1), got {v}"));
+                return bad(name, format!("must be in [0, 1), got {v}"));
             }
         }
         if !(self.updates_per_transition.is_finite() && self.updates_per_transition >= 0.0) {
-            return Err("learner.updates_per_transition must be >= 0".into());
+            return bad("updates_per_transition", "must be >= 0".into());
         }
         if !(self.epochs.is_finite() && self.epochs >= 0.0) {
-            return Err(format!("learner.epochs must be >= 0, got {}", self.epochs));
+            return bad("epochs", format!("must be >= 0, got {}", self.epochs));
         }
         if self.visible_lag_ms < 0 {
-            return Err(format!(
-                "learner.visible_lag_ms must be >= 0, got {}",
-                self.visible_lag_ms
-            ));
+            return bad(
+                "visible_lag_ms",
+                format!("must be >= 0, got {}", self.visible_lag_ms),
+            );
         }
         if !self.multi_task && !LABELS.contains(&self.target_label.as_str()) {
-            return Err(format!(
-                "learner.target_label must be one of {LABELS:?}, got {:?}",
-                self.target_label
-            ));
+            return bad(
+                "target_label",
+                format!("must be one of {LABELS:?}, got {:?}", self.target_label),
+            );
         }
         for w in self
             .reward_scale
@@ -314,7 +326,10 @@ impl LearnerConfig {
             .chain(self.score_weights.as_array().iter())
         {
             if !w.is_finite() {
-                return Err("learner.reward_scale and learner.score_weights must be finite".into());
+                return bad(
+                    "reward_scale",
+                    "and learner.score_weights must be finite".into(),
+                );
             }
         }
         Ok(())

@@ -13,6 +13,11 @@
 //!   (`watches` counts views, not seconds), which is what its own history
 //!   predicts best.
 //!
+//! With `dense_features`, `H` ends with a few numbers read from the same
+//! pair state ([`DENSE`]), after `h_ua`: they carry no rows and get no
+//! gradient step, they only give the first layer a smooth view of the
+//! quantities the buckets cut into steps.
+//!
 //! Ids are hashed into tables of `id_rows` rows with a fixed seed; feature
 //! values are hashed with their field index and side into one shared table.
 //! Gathering builds `H` for a batch; scattering takes `dL/dH` back to the rows.
@@ -40,6 +45,58 @@ pub const DERIVED: [&str; 5] = [
     "mean_gift",
     "recency",
 ];
+
+/// Numbers from the pair's state appended to `H` (with `dense_features`),
+/// each scaled to about [0, 1]: `ln(1 + x) / 8` for counts and per-exposure
+/// means (8 = e^8, about 3,000), the rates as they are, recency as
+/// `ln(1 + minutes) / 12` (12: about 300 days), and two indicators.
+pub const DENSE: [&str; 12] = [
+    "has_history",
+    "log_exposures",
+    "log_clicks",
+    "log_watches",
+    "log_follows",
+    "log_gifts",
+    "log_mean_watch_sec",
+    "click_rate",
+    "watch_rate",
+    "log_mean_gift",
+    "recency_known",
+    "log_recency_min",
+];
+
+/// The [`DENSE`] values of one input.
+pub fn dense_values(x: &PairInput<'_>) -> [f32; 12] {
+    let s = &x.state;
+    let mut out = [0f32; 12];
+    if s.exposures == 0 {
+        return out;
+    }
+    let ln = |v: f64| {
+        if v.is_finite() && v > 0.0 {
+            v.ln_1p()
+        } else {
+            0.0
+        }
+    };
+    let n = s.exposures as f64;
+    out[0] = 1.0;
+    out[1] = (ln(n) / 8.0) as f32;
+    out[2] = (ln(s.clicks as f64) / 8.0) as f32;
+    out[3] = (ln(s.watches as f64) / 8.0) as f32;
+    out[4] = (ln(s.follows as f64) / 8.0) as f32;
+    out[5] = (ln(s.gifts as f64) / 8.0) as f32;
+    out[6] = (ln(s.watch_sec_total / n) / 8.0) as f32;
+    out[7] = (s.clicks as f64 / n).min(1.0) as f32;
+    out[8] = (s.watches as f64 / n).min(1.0) as f32;
+    out[9] = (ln(s.gift_total / n) / 8.0) as f32;
+    if x.ts_ms > 0 && s.last_ts_ms > 0 {
+        let minutes = (x.ts_ms - s.last_ts_ms).max(0) as f64 / 60_000.0;
+        out[10] = 1.0;
+        out[11] = (ln(minutes) / 12.0) as f32;
+    }
+    out
+}
 
 /// What the model needs to know about one (user, author, item) at one state.
 #[derive(Clone, Copy, Debug)]
@@ -116,6 +173,8 @@ struct Slot {
 pub struct Lookup {
     slots: Vec<Slot>,
     offsets: Vec<usize>,
+    /// [`DENSE`] values of every sample (with `dense_features`).
+    dense: Vec<f32>,
 }
 
 impl Lookup {
@@ -129,6 +188,7 @@ impl Lookup {
     pub fn clear(&mut self) {
         self.slots.clear();
         self.offsets.clear();
+        self.dense.clear();
     }
 }
 
@@ -147,6 +207,7 @@ pub struct Embeddings {
     feature_rows: u64,
     buckets: usize,
     derived: bool,
+    dense: bool,
     seed: u64,
     /// Scratch: gradient rows accumulated per (table, row).
     grad_index: FastMap<u64, usize>,
@@ -194,6 +255,7 @@ impl Embeddings {
             feature_rows: cfg.feature_rows as u64,
             buckets: cfg.counter_buckets,
             derived: cfg.derived_features,
+            dense: cfg.dense_features,
             seed: cfg.hash_seed,
             grad_index: FastMap::default(),
             grad_rows: Vec::new(),
@@ -203,7 +265,7 @@ impl Embeddings {
 
     /// Width of `H`.
     pub fn input_dim(&self) -> usize {
-        3 * self.dim
+        3 * self.dim + if self.dense { DENSE.len() } else { 0 }
     }
 
     fn id_row(&self, table: u8, id: u64) -> u32 {
@@ -277,16 +339,23 @@ impl Embeddings {
             }
         }
         lookup.offsets.push(s.len());
+        if self.dense {
+            lookup.dense.extend_from_slice(&dense_values(x));
+        }
     }
 
     /// Fills `out` (len = samples x input_dim) with `H` of every sample.
     pub fn gather(&self, lookup: &Lookup, out: &mut Vec<f32>) {
         let d = self.dim;
-        let width = 3 * d;
+        let width = self.input_dim();
+        let nd = width - 3 * d;
         out.clear();
         out.resize(lookup.len() * width, 0.0);
         for (i, w) in lookup.offsets.windows(2).enumerate() {
             let row_out = &mut out[i * width..(i + 1) * width];
+            if nd > 0 {
+                row_out[3 * d..].copy_from_slice(&lookup.dense[i * nd..(i + 1) * nd]);
+            }
             for slot in &lookup.slots[w[0]..w[1]] {
                 let t = &self.tables[slot.table as usize];
                 let src = &t.weight[slot.row as usize * d..(slot.row as usize + 1) * d];
@@ -304,7 +373,8 @@ impl Embeddings {
     /// `step` is the 1-based global step (bias correction).
     pub fn adam_step(&mut self, lookup: &Lookup, grad_h: &[f32], step: u64, cfg: &AdamParams) {
         let d = self.dim;
-        let width = 3 * d;
+        // dL/dH's dense columns (after 3d) have no rows to update.
+        let width = self.input_dim();
         self.grad_index.clear();
         self.grad_keys.clear();
         self.grad_rows.clear();
@@ -422,5 +492,67 @@ mod tests {
         // log2(1)=0, log2(2)=1, log2(3)=1.58, log2(4)=2, log2(7)=2.8, log2(8)=3, log2(1001)=9.97, capped.
         assert_eq!(got, vec![0, 1, 1, 2, 2, 3, 9, 31]);
         assert_eq!(bucket(1000, 4), 3);
+    }
+
+    #[test]
+    fn dense_features_are_scaled_numbers_appended_after_h_ua() {
+        assert_eq!(dense_values(&input(PairSnapshot::default(), 5)), [0.0; 12]);
+        let s = PairSnapshot {
+            exposures: 4,
+            clicks: 2,
+            watches: 1,
+            follows: 1,
+            watch_sec_total: 60.0,
+            last_ts_ms: 1_000_000,
+            ..PairSnapshot::default()
+        };
+        let v = dense_values(&input(s, 1_000_000 + 8 * 60_000));
+        let close = |a: f32, b: f64| (f64::from(a) - b).abs() < 1e-6;
+        assert!(close(v[0], 1.0));
+        assert!(close(v[1], 5f64.ln() / 8.0));
+        assert!(close(v[4], 2f64.ln() / 8.0));
+        assert!(close(v[6], 16f64.ln() / 8.0), "mean watch 15 s: {}", v[6]);
+        assert!(close(v[7], 0.5) && close(v[8], 0.25));
+        assert!(close(v[9], 0.0));
+        assert!(close(v[10], 1.0) && close(v[11], 9f64.ln() / 12.0));
+        // Unknown request time: no recency.
+        let v0 = dense_values(&input(s, 0));
+        assert_eq!((v0[10], v0[11]), (0.0, 0.0));
+
+        // In H they follow the three embedding segments, and only with the switch.
+        let mut cfg = LearnerConfig {
+            embedding_dim: 4,
+            id_rows: 16,
+            feature_rows: 16,
+            counter_buckets: 8,
+            ..LearnerConfig::default()
+        };
+        let mut rng = crate::rng::Rng::new(1);
+        let emb = Embeddings::new(&cfg, Some(&mut rng), false);
+        assert_eq!(emb.input_dim(), 12 + DENSE.len());
+        let mut lookup = Lookup::default();
+        emb.push(&mut lookup, &input(s, 1_000_000 + 8 * 60_000), None);
+        emb.push(&mut lookup, &input(PairSnapshot::default(), 0), None);
+        let mut h = Vec::new();
+        emb.gather(&lookup, &mut h);
+        assert_eq!(h.len(), 2 * emb.input_dim());
+        assert_eq!(&h[12..12 + DENSE.len()], &v[..]);
+        assert_eq!(&h[emb.input_dim() + 12..], &[0.0; 12][..]);
+        cfg.dense_features = false;
+        let plain = Embeddings::new(&cfg, Some(&mut crate::rng::Rng::new(1)), false);
+        assert_eq!(plain.input_dim(), 12);
+        let mut h2 = Vec::new();
+        plain.gather(&lookup, &mut h2);
+        // Same embedding rows, same h_u, h_a, h_ua.
+        assert_eq!(&h2[..12], &h[..12]);
+    }
+
+    #[test]
+    fn a_manifest_written_before_dense_features_loads_without_them() {
+        let mut json = serde_json::to_value(LearnerConfig::default()).unwrap();
+        json.as_object_mut().unwrap().remove("dense_features");
+        let cfg: LearnerConfig = serde_json::from_value(json).unwrap();
+        assert!(!cfg.dense_features);
+        assert!(LearnerConfig::default().dense_features);
     }
 }

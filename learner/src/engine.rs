@@ -5,6 +5,7 @@
 //! checkpoints do not know which one ran.
 
 use crate::autograd::CandleEngine;
+use crate::error::LearnerError;
 use crate::fused::FusedEngine;
 use crate::learner::StepStats;
 use crate::model::Model;
@@ -41,19 +42,15 @@ pub enum Engine {
 
 impl Engine {
     /// `name`: "fused" or "candle"; `device`: "cpu" or "cuda" (candle only).
-    pub fn new(name: &str, device: &str, threads: usize) -> Result<Engine, String> {
+    pub fn new(name: &str, device: &str, threads: usize) -> Result<Engine, LearnerError> {
         match (name, device) {
             ("auto", "cpu") | ("fused", "cpu") => Ok(Engine::Fused(FusedEngine::new(threads))),
-            ("fused", other) => Err(format!(
-                "the fused engine runs on the CPU only, not {other:?}"
-            )),
+            ("fused", other) => Err(LearnerError::FusedOffCpu(other.to_string())),
             ("auto", dev) | ("candle", dev) => {
-                let dev = crate::device(dev).map_err(|e| e.to_string())?;
+                let dev = crate::device(dev)?;
                 Ok(Engine::Candle(CandleEngine::new(dev)))
             }
-            (other, _) => Err(format!(
-                "unknown learner.engine {other:?} (expected \"auto\", \"fused\" or \"candle\")"
-            )),
+            (other, _) => Err(LearnerError::UnknownEngine(other.to_string())),
         }
     }
 
@@ -69,20 +66,23 @@ impl Engine {
         model: &Model,
         data: &BatchData<'_>,
         grads: bool,
-    ) -> Result<(StepStats, Option<Grads>), String> {
+    ) -> Result<(StepStats, Option<Grads>), LearnerError> {
         match self {
             Engine::Fused(f) => f.loss_and_grads(model, data, grads),
-            Engine::Candle(c) => c
-                .loss_and_grads(model, data, grads)
-                .map_err(|e| e.to_string()),
+            Engine::Candle(c) => Ok(c.loss_and_grads(model, data, grads)?),
         }
     }
 
     /// Online Q values `(T, 2, b)` of `x` `(b, d)`, tower-major.
-    pub fn q_values(&mut self, model: &Model, x: &[f32], b: usize) -> Result<Vec<f32>, String> {
+    pub fn q_values(
+        &mut self,
+        model: &Model,
+        x: &[f32],
+        b: usize,
+    ) -> Result<Vec<f32>, LearnerError> {
         match self {
             Engine::Fused(f) => f.q_values(model, x, b),
-            Engine::Candle(c) => c.q_values(model, x, b).map_err(|e| e.to_string()),
+            Engine::Candle(c) => Ok(c.q_values(model, x, b)?),
         }
     }
 }

@@ -140,7 +140,7 @@ pub fn evaluate(
     engine: &mut Engine,
     ts: &[Transition],
     gamma: f64,
-) -> Result<Vec<TowerEval>, String> {
+) -> Result<Vec<TowerEval>, crate::LearnerError> {
     let returns = realized_returns(ts, gamma);
     let mut visibility = Visibility::new(model.cfg.visible_lag_ms);
     let samples: Vec<Sample> = ts

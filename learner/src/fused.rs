@@ -16,6 +16,7 @@ use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, ShapeError, Slice};
 
 use crate::engine::{BatchData, Grads};
+use crate::error::LearnerError;
 use crate::learner::StepStats;
 use crate::model::Model;
 use crate::nets::{bce_grad, bce_with_logits, huber, huber_grad, StackParams};
@@ -295,7 +296,7 @@ impl FusedEngine {
         model: &Model,
         data: &BatchData<'_>,
         grads: bool,
-    ) -> Result<(StepStats, Option<Grads>), String> {
+    ) -> Result<(StepStats, Option<Grads>), LearnerError> {
         let towers = model.labels.len();
         let groups = self.threads.min(towers).max(1);
         self.groups.resize_with(groups, GroupWs::default);
@@ -326,10 +327,7 @@ impl FusedEngine {
                     .collect()
             })
         };
-        let results = results
-            .into_iter()
-            .collect::<Shaped<Vec<GroupResult>>>()
-            .map_err(|e| format!("fused engine: {e}"))?;
+        let results = results.into_iter().collect::<Shaped<Vec<GroupResult>>>()?;
         let mut stats = StepStats {
             reward_loss: vec![0.0; towers],
             critic_loss: vec![0.0; towers],
@@ -385,7 +383,12 @@ impl FusedEngine {
 
     /// Online `(T, 2, B)` Q values, tower-major: `q[(t * 2 + k) * B + i]`,
     /// with the towers split over the engine's threads.
-    pub fn q_values(&mut self, model: &Model, x: &[f32], b: usize) -> Result<Vec<f32>, String> {
+    pub fn q_values(
+        &mut self,
+        model: &Model,
+        x: &[f32],
+        b: usize,
+    ) -> Result<Vec<f32>, LearnerError> {
         let towers = model.labels.len();
         let groups = self.threads.min(towers).max(1);
         self.groups.resize_with(groups, GroupWs::default);
@@ -423,7 +426,7 @@ impl FusedEngine {
                     .collect()
             })
         };
-        done.map_err(|e| format!("fused engine: {e}"))?;
+        done?;
         Ok(q)
     }
 }

@@ -6,6 +6,7 @@ use crate::buffer::{RecentItems, Ring, Sample};
 use crate::config::LearnerConfig;
 use crate::embed::Lookup;
 use crate::engine::{BatchData, Engine, Grads};
+use crate::error::LearnerError;
 use crate::model::Model;
 use crate::nets::{AdamParams, AdamState};
 use crate::rng::Rng;
@@ -54,7 +55,7 @@ struct Bufs {
 
 impl Learner {
     /// A fresh learner; `engine`: "auto", "fused" or "candle"; `device`: "cpu" or "cuda".
-    pub fn new(cfg: &LearnerConfig) -> Result<Learner, String> {
+    pub fn new(cfg: &LearnerConfig) -> Result<Learner, LearnerError> {
         let model = Model::new(cfg)?;
         let engine = Engine::new(&cfg.engine, &cfg.device, cfg.threads())?;
         let tower_adam = AdamState::new(&model.towers);
@@ -120,9 +121,9 @@ impl Learner {
         &mut self,
         samples: &[&Sample],
         grads: bool,
-    ) -> Result<(StepStats, Option<Grads>), String> {
+    ) -> Result<(StepStats, Option<Grads>), LearnerError> {
         if samples.is_empty() {
-            return Err("an empty batch".into());
+            return Err(LearnerError::EmptyBatch);
         }
         self.fill(samples);
         let b = samples.len();
@@ -139,27 +140,27 @@ impl Learner {
     }
 
     /// The loss of `samples` under the current parameters, without updating.
-    pub fn evaluate(&mut self, samples: &[&Sample]) -> Result<StepStats, String> {
+    pub fn evaluate(&mut self, samples: &[&Sample]) -> Result<StepStats, LearnerError> {
         Ok(self.run(samples, false)?.0)
     }
 
     /// Gradients of the loss on `samples` (tests compare the engines with it).
-    pub fn gradients(&mut self, samples: &[&Sample]) -> Result<(StepStats, Grads), String> {
+    pub fn gradients(&mut self, samples: &[&Sample]) -> Result<(StepStats, Grads), LearnerError> {
         let (s, g) = self.run(samples, true)?;
-        Ok((s, g.ok_or("the engine returned no gradients")?))
+        Ok((s, g.ok_or(LearnerError::NoGradients)?))
     }
 
     /// One TD update on `samples`: Adam on the towers and the assistance net,
     /// lazy Adam on the embedding rows the batch used, then the soft update
     /// of the target towers.
-    pub fn train_step(&mut self, samples: &[&Sample]) -> Result<StepStats, String> {
+    pub fn train_step(&mut self, samples: &[&Sample]) -> Result<StepStats, LearnerError> {
         let (stats, g) = self.run(samples, true)?;
-        let g = g.ok_or("the engine returned no gradients")?;
+        let g = g.ok_or(LearnerError::NoGradients)?;
         if !stats.loss.is_finite() {
-            return Err(format!(
-                "the loss is not finite ({}) at step {}: lower learner.lr or the reward scales",
-                stats.loss, self.step
-            ));
+            return Err(LearnerError::NonFiniteLoss {
+                loss: stats.loss,
+                step: self.step,
+            });
         }
         self.step += 1;
         let cfg = &self.model.cfg;
@@ -224,7 +225,7 @@ impl Learner {
     }
 
     /// Draws `batch_size` samples uniformly from `buffer` and trains on them.
-    pub fn train_from(&mut self, buffer: &Ring) -> Result<StepStats, String> {
+    pub fn train_from(&mut self, buffer: &Ring) -> Result<StepStats, LearnerError> {
         let n = self.model.cfg.batch_size;
         let samples = buffer.sample(&mut self.rng, n);
         self.train_step(&samples)

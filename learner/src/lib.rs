@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod embed;
 pub mod engine;
+pub mod error;
 pub mod eval;
 pub mod fused;
 pub mod input;
@@ -30,6 +31,7 @@ pub mod trainer;
 pub mod visible;
 
 pub use config::LearnerConfig;
+pub use error::{InvalidSetting, LearnerError, TensorError};
 pub use learner::{Learner, StepStats};
 pub use model::{Liv, Model};
 

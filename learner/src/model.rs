@@ -13,6 +13,7 @@
 use crate::config::{LearnerConfig, LABELS};
 use crate::embed::{Embeddings, Lookup, PairInput};
 use crate::engine::Engine;
+use crate::error::LearnerError;
 use crate::nets::StackParams;
 use crate::rng::Rng;
 
@@ -60,18 +61,18 @@ pub struct ModelSizes {
 
 impl Model {
     /// A freshly initialised model, ready to train.
-    pub fn new(cfg: &LearnerConfig) -> Result<Model, String> {
+    pub fn new(cfg: &LearnerConfig) -> Result<Model, LearnerError> {
         Self::build(cfg, true)
     }
 
     /// A model with zero weights and no optimizer moments, to be filled from
     /// a checkpoint and used for scoring (half the memory of a training model,
     /// and no time spent on random initialisation).
-    pub fn for_inference(cfg: &LearnerConfig) -> Result<Model, String> {
+    pub fn for_inference(cfg: &LearnerConfig) -> Result<Model, LearnerError> {
         Self::build(cfg, false)
     }
 
-    fn build(cfg: &LearnerConfig, train: bool) -> Result<Model, String> {
+    fn build(cfg: &LearnerConfig, train: bool) -> Result<Model, LearnerError> {
         cfg.validate()?;
         let mut rng = Rng::new(cfg.seed);
         let emb = Embeddings::new(cfg, train.then_some(&mut rng), train);
@@ -99,7 +100,11 @@ impl Model {
     }
 
     /// Scores candidates with `engine`: each tower's LIV and the weighted sum.
-    pub fn score(&self, engine: &mut Engine, inputs: &[PairInput<'_>]) -> Result<Vec<Liv>, String> {
+    pub fn score(
+        &self,
+        engine: &mut Engine,
+        inputs: &[PairInput<'_>],
+    ) -> Result<Vec<Liv>, LearnerError> {
         if inputs.is_empty() {
             return Ok(Vec::new());
         }

@@ -150,7 +150,7 @@ pub struct TrainSummary {
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     #[error("training: {0}")]
-    Step(String),
+    Step(#[from] crate::LearnerError),
     #[error(transparent)]
     Checkpoint(#[from] checkpoint::CheckpointError),
     #[error("the learner's input: {0}")]

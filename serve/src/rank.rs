@@ -112,7 +112,7 @@ pub enum RankError {
     PairState(StateError),
     /// Making a scoring engine for the model's device.
     #[error("{0}")]
-    Engine(String),
+    Engine(rliv_learner::LearnerError),
 }
 /// Latency histogram bucket bounds, seconds.
 pub(crate) const BUCKETS: [f64; 12] = [
@@ -381,7 +381,13 @@ impl AppState {
         self.put_engine(device, engine);
         let livs = match scored {
             Ok(l) => l,
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Internal, e),
+            Err(e) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    ErrorKind::Internal,
+                    e.to_string(),
+                )
+            }
         };
         self.metrics
             .scoring_sum_ns

@@ -43,7 +43,7 @@ pub enum CheckpointError {
     #[error("no usable checkpoint in {dir}: {reasons}")]
     NoneUsable { dir: PathBuf, reasons: String },
     #[error("{0}")]
-    Model(String),
+    Model(#[from] crate::LearnerError),
 }
 
 fn file_err(path: &Path, msg: impl std::fmt::Display) -> CheckpointError {
@@ -121,11 +121,11 @@ pub fn save(l: &Learner, dir: &Path, input: serde_json::Value) -> Result<PathBuf
     let model_path = tmp.join(MODEL_FILE);
     let optim_path = tmp.join(OPTIM_FILE);
     save_tensors(
-        model_tensors(&l.model).map_err(|e| CheckpointError::Model(e.to_string()))?,
+        model_tensors(&l.model).map_err(crate::LearnerError::from)?,
         &model_path,
     )?;
     save_tensors(
-        optimizer_tensors(l).map_err(|e| CheckpointError::Model(e.to_string()))?,
+        optimizer_tensors(l).map_err(crate::LearnerError::from)?,
         &optim_path,
     )?;
     let mut files = HashMap::new();
@@ -373,6 +373,7 @@ fn check_same_model(saved: &LearnerConfig, now: &LearnerConfig) -> Result<(), St
             c.supervised_head,
             c.assist_gift,
             c.derived_features,
+            c.dense_features,
         )
     };
     if key(saved) != key(now) {

@@ -11,6 +11,7 @@ use candle_core::{Device, Tensor};
 use super::{file_err, CheckpointError};
 use crate::config::LABELS;
 use crate::embed::TABLES;
+use crate::error::TensorError;
 use crate::learner::Learner;
 use crate::model::{net_names, Model};
 use crate::nets::StackParams;
@@ -24,15 +25,16 @@ pub struct HostTensor {
 pub type TensorMap = HashMap<String, HostTensor>;
 
 /// Parses a safetensors buffer (F32 tensors) without going through a device.
-pub fn parse_safetensors(bytes: &[u8]) -> Result<TensorMap, String> {
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
+pub fn parse_safetensors(bytes: &[u8]) -> Result<TensorMap, TensorError> {
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| TensorError::Format(e.to_string()))?;
     let mut out = HashMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != safetensors::Dtype::F32 {
-            return Err(format!(
-                "tensor `{name}` is {:?}, rliv stores F32",
-                view.dtype()
-            ));
+            return Err(TensorError::NotF32 {
+                name,
+                dtype: format!("{:?}", view.dtype()),
+            });
         }
         let data = view
             .data()
@@ -138,21 +140,15 @@ fn take_stack(
     names: &[String],
     suffix: &str,
     p: &mut StackParams,
-) -> Result<(), String> {
-    let get = |key: &str| {
-        map.get(key)
-            .ok_or_else(|| format!("tensor `{key}` is missing"))
-    };
+) -> Result<(), TensorError> {
+    let get = |key: &str| map.get(key).ok_or_else(|| TensorError::Missing(key.into()));
     for (n, name) in names.iter().enumerate() {
         for l in 0..p.layers() {
             let (i, o) = (p.dims[l], p.dims[l + 1]);
             let wk = format!("{prefix}{name}.{l}.weight{suffix}");
             let w = get(&wk)?;
             if w.shape != [o, i] {
-                return Err(format!(
-                    "tensor `{wk}` has shape {:?}, the configuration needs [{o}, {i}]",
-                    w.shape
-                ));
+                return Err(shape_error(&wk, &w.shape, &[o, i]));
             }
             let dst = &mut p.w[l][n * i * o..(n + 1) * i * o];
             for r in 0..o {
@@ -163,10 +159,7 @@ fn take_stack(
             let bk = format!("{prefix}{name}.{l}.bias{suffix}");
             let b = get(&bk)?;
             if b.shape != [o] {
-                return Err(format!(
-                    "tensor `{bk}` has shape {:?}, the configuration needs [{o}]",
-                    b.shape
-                ));
+                return Err(shape_error(&bk, &b.shape, &[o]));
             }
             p.b[l][n * o..(n + 1) * o].copy_from_slice(&b.data);
         }
@@ -174,21 +167,31 @@ fn take_stack(
     Ok(())
 }
 
-fn take_table(map: &mut TensorMap, key: &str, rows: usize, dim: usize) -> Result<Vec<f32>, String> {
+fn shape_error(name: &str, got: &[usize], need: &[usize]) -> TensorError {
+    TensorError::Shape {
+        name: name.into(),
+        got: got.to_vec(),
+        need: need.to_vec(),
+    }
+}
+
+fn take_table(
+    map: &mut TensorMap,
+    key: &str,
+    rows: usize,
+    dim: usize,
+) -> Result<Vec<f32>, TensorError> {
     let t = map
         .remove(key)
-        .ok_or_else(|| format!("tensor `{key}` is missing"))?;
+        .ok_or_else(|| TensorError::Missing(key.into()))?;
     if t.shape != [rows, dim] {
-        return Err(format!(
-            "tensor `{key}` has shape {:?}, the configuration needs [{rows}, {dim}]",
-            t.shape
-        ));
+        return Err(shape_error(key, &t.shape, &[rows, dim]));
     }
     Ok(t.data)
 }
 
 /// Fills `model` from a model tensor map.
-pub fn load_model_tensors(model: &mut Model, map: &mut TensorMap) -> Result<(), String> {
+pub fn load_model_tensors(model: &mut Model, map: &mut TensorMap) -> Result<(), TensorError> {
     let d = model.emb.dim;
     for (name, t) in TABLES.iter().zip(model.emb.tables.iter_mut()) {
         t.weight = take_table(map, &format!("embedding.{name}.weight"), t.rows, d)?;
@@ -202,7 +205,10 @@ pub fn load_model_tensors(model: &mut Model, map: &mut TensorMap) -> Result<(), 
     Ok(())
 }
 
-pub(super) fn load_optimizer_tensors(l: &mut Learner, map: &mut TensorMap) -> Result<(), String> {
+pub(super) fn load_optimizer_tensors(
+    l: &mut Learner,
+    map: &mut TensorMap,
+) -> Result<(), TensorError> {
     let d = l.model.emb.dim;
     for (name, t) in TABLES.iter().zip(l.model.emb.tables.iter_mut()) {
         t.m = take_table(map, &format!("embedding.{name}.weight.exp_avg"), t.rows, d)?;
