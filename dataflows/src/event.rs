@@ -1,14 +1,13 @@
 //! Input events of the contract (exposures, actions), their validation, and
 //! the labeled interactions and transitions the job produces.
 
-use std::borrow::Cow;
-
 use rliv_state::{mix64, PairKey, Rewards};
 
 pub use rliv_contract::{Feats, Transition};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Reason;
+use crate::wire::{ActionWire, ExposureWire};
 
 /// Where a record came from: an index into the job's file table and a 1-based
 /// line number. Carried so every dead letter can say `file:line`.
@@ -157,33 +156,6 @@ impl Rejection {
 /// Largest accepted `watch`/`gift` value: keeps sums finite so every output
 /// line stays valid JSON.
 pub const MAX_VALUE: f64 = 1.0e12;
-
-#[derive(Deserialize)]
-pub(crate) struct ExposureWire {
-    pub(crate) request_id: u64,
-    pub(crate) user_id: u64,
-    pub(crate) item_id: u64,
-    pub(crate) author_id: u64,
-    pub(crate) ts_ms: i64,
-    #[serde(default)]
-    pub(crate) position: Option<u32>,
-    #[serde(default)]
-    pub(crate) user_feats: Option<Feats>,
-    #[serde(default)]
-    pub(crate) item_feats: Option<Feats>,
-}
-
-#[derive(Deserialize)]
-pub(crate) struct ActionWire<'a> {
-    pub(crate) request_id: u64,
-    pub(crate) user_id: u64,
-    pub(crate) item_id: u64,
-    pub(crate) ts_ms: i64,
-    #[serde(borrow)]
-    pub(crate) action: Cow<'a, str>,
-    #[serde(default)]
-    pub(crate) value: Option<f64>,
-}
 
 /// Parses and validates one exposure line.
 pub fn parse_exposure(line: &[u8], origin: Origin) -> Result<Exposure, Rejection> {

@@ -13,7 +13,8 @@
 
 use std::borrow::Cow;
 
-use crate::event::{ActionWire, ExposureWire, Feats};
+use crate::wire::{ActionWire, ExposureWire};
+use rliv_contract::Feats;
 
 struct Scan<'a> {
     b: &'a [u8],

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::event::Source;
-use crate::kafka::TopicPartition;
+use crate::kafka::partition::TopicPartition;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {

@@ -26,6 +26,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod operators;
 pub mod pairs;
+mod wire;
 
 pub use config::{JobConfigError, JoinConfig, ReplayConfig};
 pub use job::{run_replay, Checkpoint, Progress, ReplayRequest, Summary};

@@ -150,6 +150,19 @@ impl Counters {
     }
 }
 
+/// The Kafka reader's figures, shared with the lag monitor and `/metrics`.
+#[derive(Debug, Default)]
+pub struct KafkaProgress {
+    /// Messages behind the partitions' ends, summed (from the last end seen).
+    pub lag: AtomicU64,
+    pub messages: AtomicU64,
+    /// Client and fetch errors (a broker down, a reset offset, ...).
+    pub errors: AtomicU64,
+    /// Offsets that were never delivered (skipped by the broker: retention,
+    /// compaction or transaction markers), counted when the next one arrives.
+    pub skipped_offsets: AtomicU64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,7 +184,7 @@ mod tests {
 #[derive(Clone)]
 pub struct JobFigures {
     pub progress: std::sync::Arc<crate::Progress>,
-    pub kafka: Option<std::sync::Arc<crate::kafka::KafkaProgress>>,
+    pub kafka: Option<std::sync::Arc<KafkaProgress>>,
 }
 
 impl JobFigures {

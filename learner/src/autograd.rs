@@ -5,10 +5,9 @@
 
 use candle_core::{Device, Result, Tensor, Var, D};
 
-use crate::engine::{BatchData, Grads};
-use crate::learner::StepStats;
 use crate::model::Model;
 use crate::nets::StackParams;
+use crate::step::{BatchData, Grads, StepStats};
 
 pub struct CandleEngine {
     pub dev: Device,

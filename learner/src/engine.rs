@@ -7,33 +7,9 @@
 use crate::autograd::CandleEngine;
 use crate::error::LearnerError;
 use crate::fused::FusedEngine;
-use crate::learner::StepStats;
 use crate::model::Model;
-use crate::nets::StackParams;
-
-/// One batch, laid out for the engines.
-pub struct BatchData<'a> {
-    /// `H_t`, `(b, d)` row-major.
-    pub x: &'a [f32],
-    /// `H_{t+1, j}`, `(b * j, d)`, sample-major.
-    pub xn: &'a [f32],
-    pub b: usize,
-    pub d: usize,
-    pub j: usize,
-    /// Scaled rewards, tower-major `(T, b)`.
-    pub rewards: &'a [f32],
-    /// Assistance labels (gift > 0), `(b)`.
-    pub gift: &'a [f32],
-}
-
-/// Gradients of the loss with respect to every parameter and to `H_t`.
-#[derive(Clone, Debug)]
-pub struct Grads {
-    pub towers: StackParams,
-    pub assist: Option<StackParams>,
-    /// dL/dH_t, `(b, d)`.
-    pub dx: Vec<f32>,
-}
+use crate::step::StepStats;
+pub use crate::step::{BatchData, Grads};
 
 pub enum Engine {
     Fused(FusedEngine),

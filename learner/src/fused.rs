@@ -15,11 +15,10 @@
 use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, ArrayViewMut2, Axis, ShapeError, Slice};
 
-use crate::engine::{BatchData, Grads};
 use crate::error::LearnerError;
-use crate::learner::StepStats;
 use crate::model::Model;
 use crate::nets::{bce_grad, bce_with_logits, huber, huber_grad, StackParams};
+use crate::step::{BatchData, Grads, StepStats};
 
 /// A mis-sized buffer (a model whose layers disagree with its input, say)
 /// is an error of the step, not a panic.

@@ -5,28 +5,15 @@
 use crate::buffer::{RecentItems, Ring, Sample};
 use crate::config::LearnerConfig;
 use crate::embed::Lookup;
-use crate::engine::{BatchData, Engine, Grads};
+use crate::engine::Engine;
 use crate::error::LearnerError;
 use crate::model::Model;
 use crate::nets::{AdamParams, AdamState};
 use crate::rng::Rng;
+pub use crate::step::StepStats;
+use crate::step::{BatchData, Grads};
 use crate::visible::Visibility;
 use rliv_contract::Transition;
-
-/// The figures of one update (or one loss evaluation).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct StepStats {
-    /// Total loss of Eq. 10.
-    pub loss: f32,
-    /// Per tower (in `Model::labels` order): supervised reward loss (0 without the head).
-    pub reward_loss: Vec<f32>,
-    /// Per tower: the critic loss `sum_k huber(Q_k, y)`.
-    pub critic_loss: Vec<f32>,
-    /// Per tower: mean |Q_k - y| over the batch and k.
-    pub td_error: Vec<f32>,
-    /// Assistance gift BCE (`None` when the network is off).
-    pub assist_loss: Option<f32>,
-}
 
 pub struct Learner {
     pub model: Model,

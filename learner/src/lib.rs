@@ -27,6 +27,8 @@ pub mod learner;
 pub mod model;
 pub mod nets;
 pub mod rng;
+mod score;
+pub mod step;
 pub mod trainer;
 pub mod visible;
 

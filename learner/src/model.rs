@@ -2,8 +2,8 @@
 //! per label with a reward head `r_hat` and two value nets `V_1, V_2`, their
 //! soft-updated target copies, and the assistance gift classifier.
 //!
-//! [`Model::score`] is the one scoring path: the learner's evaluation, the
-//! ranking service and the simulator all call it.
+//! [`Model::score`] (in `score.rs`) is the one scoring path: the learner's
+//! evaluation, the ranking service and the simulator all call it.
 //!
 //! Target copies cover the towers; the embedding layer is shared by the online
 //! and target networks (the target reads the current embeddings without
@@ -11,8 +11,7 @@
 //! step, would cost a full pass over them per update.
 
 use crate::config::{LearnerConfig, LABELS};
-use crate::embed::{Embeddings, Lookup, PairInput};
-use crate::engine::Engine;
+use crate::embed::Embeddings;
 use crate::error::LearnerError;
 use crate::nets::StackParams;
 use crate::rng::Rng;
@@ -97,45 +96,6 @@ impl Model {
             target,
             assist,
         })
-    }
-
-    /// Scores candidates with `engine`: each tower's LIV and the weighted sum.
-    pub fn score(
-        &self,
-        engine: &mut Engine,
-        inputs: &[PairInput<'_>],
-    ) -> Result<Vec<Liv>, LearnerError> {
-        if inputs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut lookup = Lookup::default();
-        for x in inputs {
-            self.emb.push(&mut lookup, x, None);
-        }
-        let mut h = Vec::new();
-        self.emb.gather(&lookup, &mut h);
-        let b = inputs.len();
-        let q = engine.q_values(self, &h, b)?;
-        let weights = self.cfg.weights().as_array();
-        // The towers learn scaled rewards; LIV is reported in the rewards'
-        // own units (watch seconds, gift amount).
-        let unscale =
-            self.cfg
-                .reward_scale
-                .as_array()
-                .map(|s| if s > 0.0 { (1.0 / s) as f32 } else { 1.0 });
-        Ok((0..b)
-            .map(|i| {
-                let mut towers = [None; 4];
-                let mut score = 0.0f32;
-                for (t, &label) in self.labels.iter().enumerate() {
-                    let liv = unscale[label] * q[(t * 2) * b + i].min(q[(t * 2 + 1) * b + i]);
-                    towers[label] = Some(liv);
-                    score += weights[label] as f32 * liv;
-                }
-                Liv { towers, score }
-            })
-            .collect())
     }
 
     pub fn sizes(&self) -> ModelSizes {

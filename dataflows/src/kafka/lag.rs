@@ -8,9 +8,19 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use super::source::Shared;
+use super::partition::TopicPartition;
 use super::{kerr, KafkaConfig, KafkaProgress, QuietEof};
 use crate::input::InputError;
+
+/// What the reader and the lag monitor exchange, in the reader's partition
+/// order.
+#[derive(Default)]
+pub(super) struct Shared {
+    /// Each partition and the next offset to hand out.
+    pub(super) positions: Vec<(TopicPartition, i64)>,
+    /// The latest high watermark fetched, and when the answer came.
+    pub(super) ends: Vec<Option<(i64, Instant)>>,
+}
 
 pub(super) fn spawn_lag_monitor(
     cfg: &KafkaConfig,

@@ -13,7 +13,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Message, Offset, TopicPartitionList};
 
-use super::lag::spawn_lag_monitor;
+use super::lag::{spawn_lag_monitor, Shared};
 use super::{kerr, partitions, KafkaConfig, KafkaProgress, QuietEof, TopicPartition};
 use crate::event::Source;
 use crate::input::{first_ts, Chunk, ChunkSource, InputError, InputName, Next, Positions};
@@ -67,16 +67,6 @@ pub struct KafkaReader {
     lag_stop: Arc<AtomicBool>,
     /// Set to end the run at the next chunk boundary.
     pub stop: Arc<AtomicBool>,
-}
-
-/// What the reader and the lag monitor exchange, in the reader's partition
-/// order.
-#[derive(Default)]
-pub(super) struct Shared {
-    /// Each partition and the next offset to hand out.
-    pub(super) positions: Vec<(TopicPartition, i64)>,
-    /// The latest high watermark fetched, and when the answer came.
-    pub(super) ends: Vec<Option<(i64, Instant)>>,
 }
 
 impl KafkaReader {
