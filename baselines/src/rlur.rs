@@ -3,6 +3,10 @@
 //! in a Billion Scale Short Video Recommender System", Companion Proceedings
 //! of the ACM Web Conference (WWW '23 Companion), 2023, pp. 421-426.
 //!
+//! Why one file (about 410 lines without its tests): the predictor, the
+//! actor and the two critics share one embedding table and one update step;
+//! the file reads as the paper's method, top to bottom.
+//!
 //! The action of a request is a vector w of 3 fusion weights over predicted
 //! immediate feedback; an item's score is `sum_k w_k * pred_k(s, item)`.
 //!

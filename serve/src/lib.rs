@@ -9,14 +9,16 @@
 //! with (an `Arc`), so a reload never fails or stalls them.
 
 mod config;
+mod counters;
 mod http;
 mod metrics;
 mod rank;
 mod server;
 
 pub use config::{ServeConfig, ServeConfigError, DISCARD_FACTOR, DRAIN_TIMEOUT};
+pub use counters::Metrics;
 pub use http::router;
-pub use rank::{AppState, Figures, Metrics, RankError, Reply, Served};
+pub use rank::{AppState, Figures, RankError, Reply, Served};
 pub use server::{spawn_background, ServeError, Server};
 
 #[cfg(test)]
@@ -49,7 +51,7 @@ mod tests {
 
     #[test]
     fn error_kinds_index_their_counters_in_order() {
-        for (i, kind) in crate::rank::ErrorKind::ALL.into_iter().enumerate() {
+        for (i, kind) in crate::counters::ErrorKind::ALL.into_iter().enumerate() {
             assert_eq!(kind.index(), i, "{}", kind.as_str());
         }
     }

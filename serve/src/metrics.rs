@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::counters::{ErrorKind, BUCKETS};
 use crate::rank::*;
 use rliv_contract::prom::{family, metric};
 
