@@ -525,6 +525,7 @@ mod tests {
             id_rows: 16,
             feature_rows: 16,
             counter_buckets: 8,
+            dense_features: true,
             ..LearnerConfig::default()
         };
         let mut rng = crate::rng::Rng::new(1);
@@ -553,6 +554,12 @@ mod tests {
         json.as_object_mut().unwrap().remove("dense_features");
         let cfg: LearnerConfig = serde_json::from_value(json).unwrap();
         assert!(!cfg.dense_features);
-        assert!(LearnerConfig::default().dense_features);
+        let on = serde_json::to_value(LearnerConfig {
+            dense_features: true,
+            ..LearnerConfig::default()
+        })
+        .unwrap();
+        let cfg: LearnerConfig = serde_json::from_value(on).unwrap();
+        assert!(cfg.dense_features);
     }
 }

@@ -410,8 +410,7 @@ fn checkpoints_are_named_for_pytorch_and_pruned_to_the_newest() {
     let bytes = std::fs::read(kept[0].join("model.safetensors")).expect("read");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
     let w = st.tensor("tower.watch.v1.0.weight").expect("tensor");
-    // Inputs: h_u, h_a, h_ua (3 x 32), then the dense pair features.
-    assert_eq!(w.shape(), &[16, 3 * 32 + rliv_learner::embed::DENSE.len()]);
+    assert_eq!(w.shape(), &[16, 96]);
     assert_eq!(
         st.tensor("embedding.user.weight").expect("emb").shape(),
         &[256, 32]
