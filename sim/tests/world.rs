@@ -149,3 +149,62 @@ fn probe_request() -> Request {
         candidates: vec![c(1, 1), c(6, 2)],
     }
 }
+
+/// The premise the learner's probe (`tests/sim_probe.rs`) rests on, measured
+/// on the logs it learns from: under the random policy, a pair's first
+/// exposure pays more watch with author A, but its discounted watch from
+/// that exposure on (gamma 0.9 per interaction, the learner's discount) is
+/// larger with author B.
+#[test]
+fn on_random_logs_the_probe_pays_more_now_with_a_and_more_discounted_with_b() {
+    use std::collections::{BTreeMap, HashMap};
+    let mut sim = Simulator::new(SimConfig::long_term_probe(), 3).expect("valid");
+    let mut policy = RandomPolicy::new(3);
+    let mut exposures = Vec::new();
+    let mut watch: HashMap<(u64, u64), f64> = HashMap::new();
+    for _ in 0..5 {
+        let rep = sim.run_round(&mut policy);
+        exposures.extend(rep.events.exposures.iter().cloned());
+        for a in &rep.events.actions {
+            if a.action == rliv_sim::events::ActionKind::Watch {
+                *watch.entry((a.request_id, a.item_id)).or_default() += a.value;
+            }
+        }
+    }
+    exposures.sort_by_key(|e| e.ts_ms);
+    // Per (user, author): the watch of each exposure, in time order.
+    let mut seq: BTreeMap<(u64, u64), Vec<f64>> = BTreeMap::new();
+    for e in &exposures {
+        let w = watch
+            .get(&(e.request_id, e.item_id))
+            .copied()
+            .unwrap_or(0.0);
+        seq.entry((e.user_id, e.author_id)).or_default().push(w);
+    }
+    let mean_over_pairs = |author: u64, f: &dyn Fn(&[f64]) -> f64| {
+        let v: Vec<f64> = seq
+            .iter()
+            .filter(|((_, a), _)| *a == author)
+            .map(|(_, s)| f(s))
+            .collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let first = |s: &[f64]| s[0];
+    let discounted = |s: &[f64]| s.iter().rev().fold(0.0, |acc, r| r + 0.9 * acc);
+    let (a_now, b_now) = (mean_over_pairs(1, &first), mean_over_pairs(2, &first));
+    let (a_liv, b_liv) = (
+        mean_over_pairs(1, &discounted),
+        mean_over_pairs(2, &discounted),
+    );
+    eprintln!(
+        "first exposure: A {a_now:.2} s, B {b_now:.2} s; discounted: A {a_liv:.1}, B {b_liv:.1}"
+    );
+    assert!(
+        a_now > 1.1 * b_now,
+        "A {a_now} should pay more now than B {b_now}"
+    );
+    assert!(
+        b_liv > 1.2 * a_liv,
+        "B {b_liv} should pay more in discounted watch than A {a_liv}"
+    );
+}
