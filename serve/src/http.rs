@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::config::*;
+use crate::counters::ErrorKind;
 use crate::rank::*;
 use axum::body::Body;
 use axum::extract::State;

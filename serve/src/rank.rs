@@ -16,7 +16,7 @@ use rliv_learner::Model;
 use rliv_state::{PairKey, PairSnapshot, StateError, Store};
 use serde::Deserialize;
 
-pub(crate) use crate::counters::{ErrorKind, Metrics, BUCKETS};
+use crate::counters::{ErrorKind, Metrics, BUCKETS};
 
 /// Reads a lock whose holder may have panicked: the values behind the locks
 /// here are replaced whole (an `Option<Arc<..>>`), never left half-written,
