@@ -5,6 +5,7 @@
 
 use candle_core::{Device, Result, Tensor, Var, D};
 
+use crate::config::DoubleQ;
 use crate::model::Model;
 use crate::nets::StackParams;
 use crate::step::{BatchData, Grads, StepStats};
@@ -150,14 +151,18 @@ impl CandleEngine {
         let t = model.labels.len();
         let delta = cfg.huber_delta;
         let rewards = Tensor::from_slice(data.rewards, (t, b), dev)?;
-        // Target (Eq. 5, 7): y = r + gamma * max_j min_k Q'_k(H_{t+1, j}).
+        // Target (Eq. 5, 7): y = r + gamma * max_j combine_k Q'_k(H_{t+1, j}).
         let xn = Tensor::from_slice(data.xn, (b * j, d), dev)?;
         let target = host_stack(&model.target, dev)?;
         let refs: Vec<(&Tensor, &Tensor)> = target.iter().map(|(w, b)| (w, b)).collect();
         let out_n =
             forward_with(&refs, model.target.nets, &xn)?.reshape((model.target.nets, b, j))?;
         let (_, qn) = Self::q_from(model, &out_n)?; // (T, 2, B, J)
-        let y = (&rewards + qn.min(1)?.max(D::Minus1)?.affine(cfg.gamma, 0.0)?)?;
+        let both = match cfg.double_q {
+            DoubleQ::Min => qn.min(1)?,
+            DoubleQ::Mean => qn.mean(1)?,
+        };
+        let y = (&rewards + both.max(D::Minus1)?.affine(cfg.gamma, 0.0)?)?;
 
         let h = Var::from_tensor(&Tensor::from_slice(data.x, (b, d), dev)?)?;
         let towers = VarStack::new(&model.towers, dev)?;

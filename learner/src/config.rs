@@ -27,6 +27,36 @@ impl PerLabel {
     }
 }
 
+/// How a tower's two value nets `Q_1`, `Q_2` combine into one value.
+///
+/// The minimum (clipped double Q) counters the overestimation of a max over
+/// noisy estimates, but it is itself biased low by about the spread of the
+/// two nets, and through the TD target that bias compounds over the
+/// horizon, most where the value is least certain: pairs whose relationship
+/// is still growing. With `next_items = 1` there is no max to counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DoubleQ {
+    /// `(Q_1 + Q_2) / 2`.
+    Mean,
+    /// `min(Q_1, Q_2)` (the paper's Eq. 5).
+    Min,
+}
+
+impl DoubleQ {
+    fn legacy() -> DoubleQ {
+        DoubleQ::Min
+    }
+
+    /// The combined value.
+    pub fn combine(self, a: f32, b: f32) -> f32 {
+        match self {
+            DoubleQ::Mean => 0.5 * (a + b),
+            DoubleQ::Min => a.min(b),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LearnerConfig {
@@ -75,8 +105,14 @@ pub struct LearnerConfig {
     pub adam_beta1: f64,
     pub adam_beta2: f64,
     pub adam_eps: f64,
-    /// Huber loss threshold.
+    /// Huber loss threshold (in scaled reward units).
     pub huber_delta: f64,
+    /// How a tower's two value nets combine, in the TD target and in the
+    /// LIV: [`DoubleQ::Mean`] or [`DoubleQ::Min`] (clipped double Q, the
+    /// paper's Eq. 5). Missing in a saved manifest means `min` (what models
+    /// before this setting were trained with).
+    #[serde(default = "DoubleQ::legacy")]
+    pub double_q: DoubleQ,
     /// Mini-batch size.
     pub batch_size: usize,
     /// Candidates j in the target max over the author's items at t+1:
@@ -154,7 +190,8 @@ impl Default for LearnerConfig {
             adam_beta1: 0.9,
             adam_beta2: 0.999,
             adam_eps: 1e-8,
-            huber_delta: 1.0,
+            huber_delta: 10.0,
+            double_q: DoubleQ::Mean,
             batch_size: 1024,
             next_items: 1,
             multi_task: true,
@@ -333,5 +370,23 @@ impl LearnerConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_manifest_written_before_double_q_loads_as_the_min_it_was_trained_with() {
+        assert_eq!(LearnerConfig::default().double_q, DoubleQ::Mean);
+        let mut json = serde_json::to_value(LearnerConfig::default()).expect("json");
+        json.as_object_mut().expect("object").remove("double_q");
+        let cfg: LearnerConfig = serde_json::from_value(json).expect("old manifest");
+        assert_eq!(cfg.double_q, DoubleQ::Min);
+        let json = serde_json::to_value(LearnerConfig::default()).expect("json");
+        assert_eq!(json["double_q"], "mean");
+        let bad = serde_json::json!({ "double_q": "max" });
+        assert!(serde_json::from_value::<LearnerConfig>(bad).is_err());
     }
 }

@@ -521,7 +521,7 @@ fn run_group(
     for t in range.clone() {
         let n0 = t * per;
         let l0 = (t - range.start) * per;
-        // Target: y = r + gamma * max_j min_k Q'_k(H_{t+1, j}).
+        // Target: y = r + gamma * max_j combine_k Q'_k(H_{t+1, j}) (min or mean).
         for k in 0..per {
             let out = forward_net(&model.target, n0 + k, xn, &mut ws.target)?;
             ws.target_out[k].clear();
@@ -540,7 +540,7 @@ fn run_group(
                         ws.target_out[k][at]
                     }
                 };
-                best = best.max(q(0).min(q(1)));
+                best = best.max(cfg.double_q.combine(q(0), q(1)));
             }
             ws.y.push(r[i] + gamma * best);
         }

@@ -39,7 +39,8 @@ impl Model {
                 let mut towers = [None; 4];
                 let mut score = 0.0f32;
                 for (t, &label) in self.labels.iter().enumerate() {
-                    let liv = unscale[label] * q[(t * 2) * b + i].min(q[(t * 2 + 1) * b + i]);
+                    let both = (q[(t * 2) * b + i], q[(t * 2 + 1) * b + i]);
+                    let liv = unscale[label] * self.cfg.double_q.combine(both.0, both.1);
                     towers[label] = Some(liv);
                     score += weights[label] as f32 * liv;
                 }

@@ -5,6 +5,7 @@
 use rliv_learner::buffer::{Ring, Sample};
 use rliv_learner::checkpoint;
 use rliv_learner::embed::PairInput;
+use rliv_learner::config::DoubleQ;
 use rliv_learner::{Learner, LearnerConfig};
 
 /// A small model so tests run in milliseconds.
@@ -42,6 +43,11 @@ fn fused_and_candle_engines_agree() {
         LearnerConfig {
             supervised_head: false,
             next_items: 3,
+            ..tiny()
+        },
+        LearnerConfig {
+            next_items: 3,
+            double_q: DoubleQ::Min,
             ..tiny()
         },
         LearnerConfig {
@@ -243,37 +249,62 @@ fn constant_outputs(p: &mut rliv_learner::nets::StackParams, per_net: &[f32]) {
 }
 
 #[test]
-fn the_td_target_takes_the_minimum_of_the_two_target_q_values() {
-    for engine in ["fused", "candle"] {
-        let cfg = LearnerConfig {
-            engine: engine.into(),
-            ..click_tower_cfg()
-        };
-        let mut l = Learner::new(&cfg).expect("learner");
-        // Target nets [r_hat', V1', V2'] = [1, 5, 3]: Q'_1 = 1 + 0.9 * 5 = 5.5,
-        // Q'_2 = 1 + 0.9 * 3 = 3.7; the min is 3.7, so y = r + 0.9 * 3.7.
-        constant_outputs(&mut l.model.target, &[1.0, 5.0, 3.0]);
-        // Online nets output 0: Q = 0, so the TD error |Q - y| is y itself.
-        constant_outputs(&mut l.model.towers, &[0.0, 0.0, 0.0]);
-        let s = chain(2.0, 1);
-        let stats = l.evaluate(&[&s[0]]).expect("evaluate");
-        let y = 2.0 + 0.9 * 3.7;
-        assert!(
-            (stats.td_error[0] - y).abs() < 1e-4,
-            "{engine}: y = {}",
-            stats.td_error[0]
-        );
-        // Critic loss: both Q_k miss by y (Huber, delta 1): 2 * (y - 0.5).
-        assert!(
-            (stats.critic_loss[0] - 2.0 * (y - 0.5)).abs() < 1e-4,
-            "{engine}: {stats:?}"
-        );
-        // Reward head predicts 0 for r = 2: huber(2) = 1.5.
-        assert!(
-            (stats.reward_loss[0] - 1.5).abs() < 1e-5,
-            "{engine}: {stats:?}"
-        );
+fn the_td_target_combines_the_two_target_q_values_by_min_or_mean() {
+    // Target nets [r_hat', V1', V2'] = [1, 5, 3]: Q'_1 = 1 + 0.9 * 5 = 5.5,
+    // Q'_2 = 1 + 0.9 * 3 = 3.7; the min is 3.7, the mean 4.6.
+    for (double_q, combined) in [(DoubleQ::Min, 3.7), (DoubleQ::Mean, 4.6)] {
+        for engine in ["fused", "candle"] {
+            let cfg = LearnerConfig {
+                engine: engine.into(),
+                double_q,
+                huber_delta: 1.0,
+                ..click_tower_cfg()
+            };
+            let mut l = Learner::new(&cfg).expect("learner");
+            constant_outputs(&mut l.model.target, &[1.0, 5.0, 3.0]);
+            // Online nets output 0: Q = 0, so the TD error |Q - y| is y itself.
+            constant_outputs(&mut l.model.towers, &[0.0, 0.0, 0.0]);
+            let s = chain(2.0, 1);
+            let stats = l.evaluate(&[&s[0]]).expect("evaluate");
+            let y = 2.0 + 0.9 * combined;
+            assert!(
+                (stats.td_error[0] - y).abs() < 1e-4,
+                "{engine} {double_q:?}: y = {}",
+                stats.td_error[0]
+            );
+            // Critic loss: both Q_k miss by y (Huber, delta 1): 2 * (y - 0.5).
+            assert!(
+                (stats.critic_loss[0] - 2.0 * (y - 0.5)).abs() < 1e-4,
+                "{engine} {double_q:?}: {stats:?}"
+            );
+            // Reward head predicts 0 for r = 2: huber(2) = 1.5.
+            assert!(
+                (stats.reward_loss[0] - 1.5).abs() < 1e-5,
+                "{engine} {double_q:?}: {stats:?}"
+            );
+        }
     }
+}
+
+#[test]
+fn the_liv_combines_the_two_online_values_the_same_way() {
+    // Online nets [r_hat, V1, V2] = [1, 5, 3]: Q_1 = 5.5, Q_2 = 3.7.
+    let mut l = Learner::new(&LearnerConfig {
+        double_q: DoubleQ::Min,
+        ..click_tower_cfg()
+    })
+    .expect("learner");
+    constant_outputs(&mut l.model.towers, &[1.0, 5.0, 3.0]);
+    let s = chain(2.0, 1);
+    let min = click_liv(&mut l, &s[0]);
+    l.model.cfg.double_q = DoubleQ::Mean;
+    let mean = click_liv(&mut l, &s[0]);
+    // Both are the same reward scale times the combined value.
+    assert!(min > 0.0, "LIV with min: {min}");
+    assert!(
+        (mean / min - 4.6 / 3.7).abs() < 1e-4,
+        "LIV mean {mean} / min {min}, want 4.6 / 3.7"
+    );
 }
 
 fn tensor_names(l: &Learner) -> Vec<String> {
