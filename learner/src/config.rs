@@ -102,6 +102,10 @@ pub struct LearnerConfig {
     pub lr: f64,
     /// Adam learning rate of the embedding tables (lazy Adam: only rows a batch touched).
     pub embedding_lr: f64,
+    /// Decoupled weight decay of the embedding rows a batch used (AdamW:
+    /// each such row is multiplied by `1 - embedding_lr * decay` before its
+    /// Adam step); shrinks the rows of rarely seen ids towards zero.
+    pub embedding_weight_decay: f64,
     pub adam_beta1: f64,
     pub adam_beta2: f64,
     pub adam_eps: f64,
@@ -187,6 +191,7 @@ impl Default for LearnerConfig {
             tau: 0.005,
             lr: 1e-3,
             embedding_lr: 1e-3,
+            embedding_weight_decay: 0.0,
             adam_beta1: 0.9,
             adam_beta2: 0.999,
             adam_eps: 1e-8,
@@ -330,6 +335,13 @@ impl LearnerConfig {
                 return bad(name, format!("must be a positive number, got {v}"));
             }
         }
+        let wd = self.embedding_weight_decay;
+        if !(wd.is_finite() && wd >= 0.0 && self.embedding_lr * wd < 1.0) {
+            return bad(
+                "embedding_weight_decay",
+                format!("must be >= 0 with embedding_lr * decay < 1, got {wd}"),
+            );
+        }
         for (name, v) in [
             ("adam_beta1", self.adam_beta1),
             ("adam_beta2", self.adam_beta2),
@@ -388,5 +400,19 @@ mod tests {
         assert_eq!(json["double_q"], "mean");
         let bad = serde_json::json!({ "double_q": "max" });
         assert!(serde_json::from_value::<LearnerConfig>(bad).is_err());
+    }
+
+    #[test]
+    fn embedding_weight_decay_must_be_non_negative_and_below_one_over_the_rate() {
+        let with = |wd: f64| LearnerConfig {
+            embedding_weight_decay: wd,
+            ..LearnerConfig::default()
+        };
+        assert!(with(0.0).validate().is_ok());
+        assert!(with(10.0).validate().is_ok());
+        for bad in [-1.0, f64::NAN, 1000.0] {
+            let err = with(bad).validate().expect_err("rejected").to_string();
+            assert!(err.contains("embedding_weight_decay"), "{err}");
+        }
     }
 }

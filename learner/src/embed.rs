@@ -371,7 +371,18 @@ impl Embeddings {
     /// every row used in the batch gets the sum of its gradients, then its
     /// moments and weights are updated; untouched rows are left alone.
     /// `step` is the 1-based global step (bias correction).
-    pub fn adam_step(&mut self, lookup: &Lookup, grad_h: &[f32], step: u64, cfg: &AdamParams) {
+    /// `decay` is the decoupled weight decay (see
+    /// `LearnerConfig::embedding_weight_decay`): every row used is first
+    /// multiplied by `1 - cfg.lr * decay`.
+    pub fn adam_step(
+        &mut self,
+        lookup: &Lookup,
+        grad_h: &[f32],
+        step: u64,
+        cfg: &AdamParams,
+        decay: f64,
+    ) {
+        let keep = (1.0 - cfg.lr * decay) as f32;
         let d = self.dim;
         // dL/dH's dense columns (after 3d) have no rows to update.
         let width = self.input_dim();
@@ -398,6 +409,9 @@ impl Embeddings {
             let t = &mut self.tables[table as usize];
             let r = row as usize * d..(row as usize + 1) * d;
             let g = &self.grad_rows[k * d..(k + 1) * d];
+            if keep != 1.0 {
+                t.weight[r.clone()].iter_mut().for_each(|w| *w *= keep);
+            }
             adam_update(
                 &mut t.weight[r.clone()],
                 g,
@@ -481,6 +495,49 @@ mod tests {
             ..s
         };
         assert_eq!(derived_buckets(&input(huge, 0), 8)[0], 7);
+    }
+
+    #[test]
+    fn weight_decay_shrinks_the_rows_a_batch_used_and_only_those() {
+        let cfg = LearnerConfig {
+            id_rows: 64,
+            feature_rows: 64,
+            embedding_dim: 4,
+            ..LearnerConfig::default()
+        };
+        let mut rng = crate::rng::Rng::new(3);
+        let mut emb = Embeddings::new(&cfg, Some(&mut rng), true);
+        let before: Vec<Vec<f32>> = emb.tables.iter().map(|t| t.weight.clone()).collect();
+        let mut lookup = Lookup::default();
+        emb.push(&mut lookup, &input(PairSnapshot::default(), 0), None);
+        let used: Vec<(u8, u32)> = lookup.slots.iter().map(|s| (s.table, s.row)).collect();
+        // A zero gradient: Adam does not move the rows, only the decay does.
+        let grad = vec![0.0; emb.input_dim()];
+        let hp = AdamParams {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        };
+        emb.adam_step(&lookup, &grad, 1, &hp, 5.0);
+        let d = emb.dim;
+        for (t, table) in emb.tables.iter().enumerate() {
+            for row in 0..table.rows {
+                let r = row * d..(row + 1) * d;
+                let keep = if used.contains(&(t as u8, row as u32)) {
+                    1.0 - 0.01 * 5.0
+                } else {
+                    1.0
+                };
+                for (w, w0) in table.weight[r.clone()].iter().zip(&before[t][r]) {
+                    assert!((w - w0 * keep).abs() < 1e-7, "table {t} row {row}: {w} vs {w0}");
+                }
+            }
+        }
+        // With no decay the step leaves them as they were.
+        let now: Vec<Vec<f32>> = emb.tables.iter().map(|t| t.weight.clone()).collect();
+        emb.adam_step(&lookup, &grad, 2, &hp, 0.0);
+        assert!(emb.tables.iter().zip(&now).all(|(t, w)| &t.weight == w));
     }
 
     #[test]

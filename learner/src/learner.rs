@@ -173,7 +173,13 @@ impl Learner {
         }
         self.model
             .emb
-            .adam_step(&self.bufs.lookup, &g.dx, self.step, &emb_hp);
+            .adam_step(
+                &self.bufs.lookup,
+                &g.dx,
+                self.step,
+                &emb_hp,
+                cfg.embedding_weight_decay,
+            );
         self.model.target.soft_update_from(&self.model.towers, tau);
         Ok(stats)
     }
