@@ -17,7 +17,10 @@ use rliv_learner::engine::Engine;
 use rliv_learner::Learner;
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -140,10 +143,12 @@ fn report(
         }
     }
     let share_b = fresh.values().filter(|v| v[1] > v[0]).count() as f64 / fresh.len().max(1) as f64;
-    let mean = |k: usize| fresh.values().map(|v| f64::from(v[k])).sum::<f64>() / fresh.len().max(1) as f64;
+    let mean =
+        |k: usize| fresh.values().map(|v| f64::from(v[k])).sum::<f64>() / fresh.len().max(1) as f64;
     let diffs: Vec<f64> = fresh.values().map(|v| f64::from(v[1] - v[0])).collect();
     let dm = diffs.iter().sum::<f64>() / diffs.len().max(1) as f64;
-    let dsd = (diffs.iter().map(|d| (d - dm).powi(2)).sum::<f64>() / diffs.len().max(1) as f64).sqrt();
+    let dsd =
+        (diffs.iter().map(|d| (d - dm).powi(2)).sum::<f64>() / diffs.len().max(1) as f64).sqrt();
     println!(
         "updates {updates}: fresh pair share preferring author {} = {share_b:.2} (mean LIV {:.1} vs {:.1}; difference sd over users {dsd:.1})",
         authors.get(1).map_or(0, |s| s.author_id),

@@ -530,7 +530,10 @@ mod tests {
                     1.0
                 };
                 for (w, w0) in table.weight[r.clone()].iter().zip(&before[t][r]) {
-                    assert!((w - w0 * keep).abs() < 1e-7, "table {t} row {row}: {w} vs {w0}");
+                    assert!(
+                        (w - w0 * keep).abs() < 1e-7,
+                        "table {t} row {row}: {w} vs {w0}"
+                    );
                 }
             }
         }

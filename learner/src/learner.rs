@@ -171,15 +171,13 @@ impl Learner {
         ) {
             opt.step(p, ga, self.step, &hp);
         }
-        self.model
-            .emb
-            .adam_step(
-                &self.bufs.lookup,
-                &g.dx,
-                self.step,
-                &emb_hp,
-                cfg.embedding_weight_decay,
-            );
+        self.model.emb.adam_step(
+            &self.bufs.lookup,
+            &g.dx,
+            self.step,
+            &emb_hp,
+            cfg.embedding_weight_decay,
+        );
         self.model.target.soft_update_from(&self.model.towers, tau);
         Ok(stats)
     }

@@ -4,8 +4,8 @@
 
 use rliv_learner::buffer::{Ring, Sample};
 use rliv_learner::checkpoint;
-use rliv_learner::embed::PairInput;
 use rliv_learner::config::DoubleQ;
+use rliv_learner::embed::PairInput;
 use rliv_learner::{Learner, LearnerConfig};
 
 /// A small model so tests run in milliseconds.
