@@ -14,6 +14,7 @@ use rliv_contract::Transition;
 use rliv_learner::buffer::{Ring, Sample};
 use rliv_learner::config::{DoubleQ, LearnerConfig};
 use rliv_learner::engine::Engine;
+use rliv_learner::eval::realized_returns;
 use rliv_learner::Learner;
 
 fn env<T: std::str::FromStr>(k: &str, d: T) -> T {
@@ -67,19 +68,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         samples.push(s.clone());
         ring.push(s);
     }
-    // Realized discounted return of each transition along its pair's chain.
-    let mut by_pair: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
-    for (i, t) in ts.iter().enumerate() {
-        by_pair.entry((t.user_id, t.author_id)).or_default().push(i);
-    }
-    let mut ret = vec![0f64; ts.len()];
-    for idx in by_pair.values() {
-        let mut acc = 0.0;
-        for &i in idx.iter().rev() {
-            acc = ts[i].reward.watch + gamma * acc;
-            ret[i] = acc;
-        }
-    }
+    // Realized discounted watch return of each transition along its pair's chain.
+    let ret: Vec<f64> = realized_returns(&ts, gamma).iter().map(|g| g[1]).collect();
     learner.measure_reward_scale(&ring);
     let updates = (epochs * ts.len() as f64 / cfg.batch_size as f64).ceil() as u64;
     let report_every = env("PROBE_REPORT", updates.max(1));
@@ -101,7 +91,7 @@ fn report(
     updates: u64,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let bucket = |n: u32| (32 - n.leading_zeros()).min(6);
-    // (author, bucket) -> (n, sum predicted, sum realized, sum reward, sum rhat)
+    // (author, bucket) -> (n, sum predicted, sum realized, sum reward)
     let mut rows: BTreeMap<(u64, u32), (u64, f64, f64, f64)> = BTreeMap::new();
     let mut fresh: HashMap<u64, [f32; 2]> = HashMap::new();
     for chunk in samples.chunks(512).zip(ret.chunks(512)) {
@@ -142,18 +132,16 @@ fn report(
             fresh.insert(*uid, [l[0].score, l[1].score]);
         }
     }
-    let share_b = fresh.values().filter(|v| v[1] > v[0]).count() as f64 / fresh.len().max(1) as f64;
-    let mean =
-        |k: usize| fresh.values().map(|v| f64::from(v[k])).sum::<f64>() / fresh.len().max(1) as f64;
-    let diffs: Vec<f64> = fresh.values().map(|v| f64::from(v[1] - v[0])).collect();
-    let dm = diffs.iter().sum::<f64>() / diffs.len().max(1) as f64;
-    let dsd =
-        (diffs.iter().map(|d| (d - dm).powi(2)).sum::<f64>() / diffs.len().max(1) as f64).sqrt();
+    let n = fresh.len().max(1) as f64;
+    let share_b = fresh.values().filter(|v| v[1] > v[0]).count() as f64 / n;
+    let mean = |f: &dyn Fn(&[f32; 2]) -> f64| fresh.values().map(f).sum::<f64>() / n;
+    let dm = mean(&|v| f64::from(v[1] - v[0]));
+    let dsd = mean(&|v| (f64::from(v[1] - v[0]) - dm).powi(2)).sqrt();
     println!(
         "updates {updates}: fresh pair share preferring author {} = {share_b:.2} (mean LIV {:.1} vs {:.1}; difference sd over users {dsd:.1})",
         authors.get(1).map_or(0, |s| s.author_id),
-        mean(1),
-        mean(0)
+        mean(&|v| f64::from(v[1])),
+        mean(&|v| f64::from(v[0]))
     );
     println!("  author bucket     n   pred   realized  reward");
     for ((a, b), (n, p, r, w)) in rows {

@@ -39,8 +39,11 @@ impl Model {
                 let mut towers = [None; 4];
                 let mut score = 0.0f32;
                 for (t, &label) in self.labels.iter().enumerate() {
-                    let both = (q[(t * 2) * b + i], q[(t * 2 + 1) * b + i]);
-                    let liv = unscale[label] * self.cfg.double_q.combine(both.0, both.1);
+                    let q2 = self
+                        .cfg
+                        .double_q
+                        .combine(q[(t * 2) * b + i], q[(t * 2 + 1) * b + i]);
+                    let liv = unscale[label] * q2;
                     towers[label] = Some(liv);
                     score += weights[label] as f32 * liv;
                 }
