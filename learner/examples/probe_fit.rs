@@ -48,6 +48,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lr: env("PROBE_LR", 0.001),
         embedding_lr: env("PROBE_ELR", 0.001),
         embedding_weight_decay: env("PROBE_EWD", 0.0),
+        user_id_dropout: env("PROBE_UID_DROPOUT", 0.0),
         huber_delta: env("PROBE_DELTA", LearnerConfig::default().huber_delta),
         double_q: match std::env::var("PROBE_DOUBLE_Q").as_deref() {
             Ok("min") => DoubleQ::Min,

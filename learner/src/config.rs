@@ -106,6 +106,13 @@ pub struct LearnerConfig {
     /// each such row is multiplied by `1 - embedding_lr * decay` before its
     /// Adam step); shrinks the rows of rarely seen ids towards zero.
     pub embedding_weight_decay: f64,
+    /// Probability that a training sample's `s_t` is built without the
+    /// user's id row (its features stay), as in cold-start id dropout: the
+    /// towers must also predict from what the user shares with others, and
+    /// a user's own row cannot carry a single outcome alone. Scoring and
+    /// the TD target always use the row.
+    #[serde(default)]
+    pub user_id_dropout: f64,
     pub adam_beta1: f64,
     pub adam_beta2: f64,
     pub adam_eps: f64,
@@ -192,6 +199,7 @@ impl Default for LearnerConfig {
             lr: 1e-3,
             embedding_lr: 1e-3,
             embedding_weight_decay: 0.0,
+            user_id_dropout: 0.0,
             adam_beta1: 0.9,
             adam_beta2: 0.999,
             adam_eps: 1e-8,
@@ -342,6 +350,10 @@ impl LearnerConfig {
                 format!("must be >= 0 with embedding_lr * decay < 1, got {wd}"),
             );
         }
+        let p = self.user_id_dropout;
+        if !(0.0..1.0).contains(&p) {
+            return bad("user_id_dropout", format!("must be in [0, 1), got {p}"));
+        }
         for (name, v) in [
             ("adam_beta1", self.adam_beta1),
             ("adam_beta2", self.adam_beta2),
@@ -413,6 +425,20 @@ mod tests {
         for bad in [-1.0, f64::NAN, 1000.0] {
             let err = with(bad).validate().expect_err("rejected").to_string();
             assert!(err.contains("embedding_weight_decay"), "{err}");
+        }
+    }
+
+    #[test]
+    fn user_id_dropout_must_be_a_probability_below_one() {
+        let with = |p: f64| LearnerConfig {
+            user_id_dropout: p,
+            ..LearnerConfig::default()
+        };
+        assert!(with(0.0).validate().is_ok());
+        assert!(with(0.5).validate().is_ok());
+        for bad in [-0.1, 1.0, f64::NAN] {
+            let err = with(bad).validate().expect_err("rejected").to_string();
+            assert!(err.contains("user_id_dropout"), "{err}");
         }
     }
 }

@@ -288,16 +288,30 @@ impl Embeddings {
     /// Appends the rows of one sample to `lookup`. `item` overrides the
     /// input's item (the target's candidate items j).
     pub fn push(&self, lookup: &mut Lookup, x: &PairInput<'_>, item: Option<(u64, &[u32])>) {
+        self.push_with(lookup, x, item, true);
+    }
+
+    /// As [`Embeddings::push`], without the user's id row when `user_id`
+    /// is false (id dropout in training: `LearnerConfig::user_id_dropout`).
+    pub fn push_with(
+        &self,
+        lookup: &mut Lookup,
+        x: &PairInput<'_>,
+        item: Option<(u64, &[u32])>,
+        user_id: bool,
+    ) {
         if lookup.offsets.is_empty() {
             lookup.offsets.push(0);
         }
         let (item_id, item_feats) = item.unwrap_or((x.item_id, x.item_feats));
         let s = &mut lookup.slots;
-        s.push(Slot {
-            table: USER,
-            seg: 0,
-            row: self.id_row(USER, x.user_id),
-        });
+        if user_id {
+            s.push(Slot {
+                table: USER,
+                seg: 0,
+                row: self.id_row(USER, x.user_id),
+            });
+        }
         for (f, v) in x.user_feats.iter().enumerate() {
             s.push(Slot {
                 table: FEATURE,

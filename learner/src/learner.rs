@@ -78,8 +78,11 @@ impl Learner {
         self.recent.observe(s.author_id, s.item_id, &s.item_feats);
     }
 
-    fn fill(&mut self, samples: &[&Sample]) {
+    /// Builds the batch; `train`: with id dropout (`user_id_dropout`).
+    fn fill(&mut self, samples: &[&Sample], train: bool) {
         let m = &self.model;
+        let p_drop = if train { m.cfg.user_id_dropout } else { 0.0 };
+        let rng = &mut self.rng;
         let bufs = &mut self.bufs;
         bufs.lookup.clear();
         bufs.next.clear();
@@ -90,7 +93,11 @@ impl Learner {
         bufs.rewards.resize(t * b, 0.0);
         bufs.gift.clear();
         for (i, s) in samples.iter().enumerate() {
-            m.emb.push(&mut bufs.lookup, &s.input(), None);
+            // Draws only when dropout is on: off, the batch sampling's
+            // stream of numbers is what it always was.
+            let keep_user = p_drop == 0.0 || rng.uniform(0.0, 1.0) >= p_drop as f32;
+            m.emb
+                .push_with(&mut bufs.lookup, &s.input(), None, keep_user);
             let nx = s.next_input();
             self.recent.candidates(s, |item, feats| {
                 m.emb.push(&mut bufs.next, &nx, Some((item, feats)))
@@ -108,11 +115,12 @@ impl Learner {
         &mut self,
         samples: &[&Sample],
         grads: bool,
+        train: bool,
     ) -> Result<(StepStats, Option<Grads>), LearnerError> {
         if samples.is_empty() {
             return Err(LearnerError::EmptyBatch);
         }
-        self.fill(samples);
+        self.fill(samples, train);
         let b = samples.len();
         let data = BatchData {
             x: &self.bufs.x,
@@ -128,12 +136,12 @@ impl Learner {
 
     /// The loss of `samples` under the current parameters, without updating.
     pub fn evaluate(&mut self, samples: &[&Sample]) -> Result<StepStats, LearnerError> {
-        Ok(self.run(samples, false)?.0)
+        Ok(self.run(samples, false, false)?.0)
     }
 
     /// Gradients of the loss on `samples` (tests compare the engines with it).
     pub fn gradients(&mut self, samples: &[&Sample]) -> Result<(StepStats, Grads), LearnerError> {
-        let (s, g) = self.run(samples, true)?;
+        let (s, g) = self.run(samples, true, false)?;
         Ok((s, g.ok_or(LearnerError::NoGradients)?))
     }
 
@@ -141,7 +149,7 @@ impl Learner {
     /// lazy Adam on the embedding rows the batch used, then the soft update
     /// of the target towers.
     pub fn train_step(&mut self, samples: &[&Sample]) -> Result<StepStats, LearnerError> {
-        let (stats, g) = self.run(samples, true)?;
+        let (stats, g) = self.run(samples, true, true)?;
         let g = g.ok_or(LearnerError::NoGradients)?;
         if !stats.loss.is_finite() {
             return Err(LearnerError::NonFiniteLoss {

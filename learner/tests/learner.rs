@@ -531,3 +531,55 @@ fn unfinished_checkpoint_writes_are_removed_and_nothing_else() {
         0
     );
 }
+
+/// Rows of the user id table (table 0) that differ between two learners.
+fn user_rows_changed(a: &Learner, b: &Learner) -> usize {
+    let (ta, tb) = (&a.model.emb.tables[0], &b.model.emb.tables[0]);
+    let d = a.model.emb.dim;
+    (0..ta.rows)
+        .filter(|r| ta.weight[r * d..(r + 1) * d] != tb.weight[r * d..(r + 1) * d])
+        .count()
+}
+
+#[test]
+fn user_id_dropout_leaves_out_the_users_row_in_training_only() {
+    let cfg = LearnerConfig {
+        id_rows: 1 << 16,
+        batch_size: 1024,
+        ..tiny()
+    };
+    let dropped = LearnerConfig {
+        user_id_dropout: 0.5,
+        ..cfg.clone()
+    };
+    let data = samples(1024, 11);
+    let batch: Vec<&Sample> = data.iter().collect();
+    let fresh = Learner::new(&cfg).expect("learner");
+    // Without dropout, a step moves the row of every user in the batch.
+    let mut full = Learner::new(&cfg).expect("learner");
+    full.train_step(&batch).expect("step");
+    let all = user_rows_changed(&fresh, &full);
+    assert!(all > 300, "the batch should touch many user rows: {all}");
+    // With dropout 0.5, about half of the samples leave the row out (a user
+    // with several samples keeps its row if any of them does).
+    let mut half = Learner::new(&dropped).expect("learner");
+    // Outside training (loss, gradients, scores) the row is always used.
+    let (g_full, g_half) = (
+        Learner::new(&cfg)
+            .expect("learner")
+            .gradients(&batch)
+            .expect("gradients")
+            .1,
+        half.gradients(&batch).expect("gradients").1,
+    );
+    assert_eq!(
+        g_full.dx, g_half.dx,
+        "gradients outside training use every row"
+    );
+    half.train_step(&batch).expect("step");
+    let kept = user_rows_changed(&fresh, &half);
+    assert!(
+        kept > all * 3 / 10 && kept < all * 8 / 10,
+        "dropout 0.5 should leave out about half of the user rows: {kept} of {all} moved"
+    );
+}
