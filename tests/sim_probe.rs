@@ -19,7 +19,6 @@
 //! user's relationship with each author, and the two contradict each other.
 //! That counterfactual is printed beside, as a diagnostic.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use rliv::config::Config;
@@ -57,10 +56,20 @@ fn probe_transitions(cfg: &Config, dir: &Path) -> Vec<Transition> {
     req.replay = cfg.replay.clone();
     req.store = cfg.state.clone();
     run_replay(req).expect("replay");
-    let mut ts: Vec<Transition> = std::io::BufReader::new(std::fs::File::open(&out).expect("open"))
-        .lines()
-        .map(|l| serde_json::from_str(&l.expect("read")).expect("a transition"))
-        .collect();
+    let mut ts: Vec<Transition> = Vec::new();
+    let mut dead = Vec::new();
+    let read = rliv_learner::input::read_file(
+        &out,
+        0,
+        &mut |t| {
+            ts.push(t);
+            true
+        },
+        &mut |_| {},
+        &mut dead,
+    )
+    .expect("reading the transitions");
+    assert_eq!(read.bad, 0, "the job's transitions all parse");
     ts.sort_by_key(|t| (t.ts_ms, t.request_id, t.item_id));
     ts
 }
@@ -98,7 +107,8 @@ fn train(cfg: &LearnerConfig, ts: &[Transition]) -> Model {
         ring.push(s);
     }
     learner.measure_reward_scale(&ring);
-    let updates = (cfg.epochs * ts.len() as f64 / cfg.batch_size as f64).ceil() as u64;
+    // As many updates as a replay with `--train` does over this input.
+    let updates = (cfg.update_ratio() * ts.len() as f64).ceil() as u64;
     assert!(updates > 100, "the learner trains: {updates} updates");
     for _ in 0..updates {
         learner.train_from(&ring).expect("TD update");
@@ -143,13 +153,8 @@ impl std::fmt::Display for Preference {
 }
 
 /// The preference of new users (`id_offset` = [`NEW_USER`]) or of the
-/// logged users with an empty pair state (0).
-fn preference(model: &Model, id_offset: u64) -> Preference {
-    let sim = Simulator::new(SimConfig::long_term_probe(), SEED).expect("world");
-    preference_in(model, &sim, id_offset)
-}
-
-fn preference_in<'a>(model: &Model, sim: &'a Simulator, id_offset: u64) -> Preference {
+/// logged users with an empty pair state (0) of the probe world `sim`.
+fn preference<'a>(model: &Model, sim: &'a Simulator, id_offset: u64) -> Preference {
     let mut engine = Engine::new("auto", "cpu", 1).expect("engine");
     let w = sim.world();
     let item = |author: usize| &w.items[w.authors[author].items[0] as usize];
@@ -191,17 +196,18 @@ fn the_learned_liv_prefers_the_author_whose_relationship_grows_and_the_myopic_on
         std::env::var_os("RLIV_PROBE_OUT").map_or_else(|| tmp.path().to_path_buf(), PathBuf::from);
     let cfg = Config::load(None).expect("default config");
     let ts = probe_transitions(&cfg, &dir);
+    let world = Simulator::new(SimConfig::long_term_probe(), SEED).expect("world");
     let full_model = train(&probe_learner_config(&cfg, 0.9), &ts);
     let myopic_model = train(&probe_learner_config(&cfg, 0.0), &ts);
     let (full, myopic) = (
-        preference(&full_model, NEW_USER),
-        preference(&myopic_model, NEW_USER),
+        preference(&full_model, &world, NEW_USER),
+        preference(&myopic_model, &world, NEW_USER),
     );
     eprintln!("new users, a fresh pair: gamma 0.9 {full}; gamma 0 {myopic}");
     eprintln!(
         "logged users with an empty pair state (a state they never had): gamma 0.9 {}; gamma 0 {}",
-        preference(&full_model, 0),
-        preference(&myopic_model, 0)
+        preference(&full_model, &world, 0),
+        preference(&myopic_model, &world, 0)
     );
     // Over learner seeds 7-11 (README): gamma 0.9 preferred B for 74-91% of
     // the new users (mean +7.1 to +10.3 s), gamma 0 for 0-12% (mean -1.3 to

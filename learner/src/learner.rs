@@ -29,6 +29,17 @@ pub struct Learner {
     bufs: Bufs,
 }
 
+/// What a batch is built and run for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The loss alone.
+    Loss,
+    /// The loss and its gradients, every input as scoring sees it.
+    Gradients,
+    /// A training step's gradients: with id dropout.
+    Train,
+}
+
 /// Batch buffers, reused across steps.
 #[derive(Default)]
 struct Bufs {
@@ -78,10 +89,14 @@ impl Learner {
         self.recent.observe(s.author_id, s.item_id, &s.item_feats);
     }
 
-    /// Builds the batch; `train`: with id dropout (`user_id_dropout`).
-    fn fill(&mut self, samples: &[&Sample], train: bool) {
+    /// Builds the batch; for a [`Pass::Train`], with id dropout (`user_id_dropout`).
+    fn fill(&mut self, samples: &[&Sample], pass: Pass) {
         let m = &self.model;
-        let p_drop = if train { m.cfg.user_id_dropout } else { 0.0 };
+        let p_drop = if pass == Pass::Train {
+            m.cfg.user_id_dropout
+        } else {
+            0.0
+        };
         let rng = &mut self.rng;
         let bufs = &mut self.bufs;
         bufs.lookup.clear();
@@ -114,13 +129,12 @@ impl Learner {
     fn run(
         &mut self,
         samples: &[&Sample],
-        grads: bool,
-        train: bool,
+        pass: Pass,
     ) -> Result<(StepStats, Option<Grads>), LearnerError> {
         if samples.is_empty() {
             return Err(LearnerError::EmptyBatch);
         }
-        self.fill(samples, train);
+        self.fill(samples, pass);
         let b = samples.len();
         let data = BatchData {
             x: &self.bufs.x,
@@ -131,17 +145,18 @@ impl Learner {
             rewards: &self.bufs.rewards,
             gift: &self.bufs.gift,
         };
-        self.engine.loss_and_grads(&self.model, &data, grads)
+        self.engine
+            .loss_and_grads(&self.model, &data, pass != Pass::Loss)
     }
 
     /// The loss of `samples` under the current parameters, without updating.
     pub fn evaluate(&mut self, samples: &[&Sample]) -> Result<StepStats, LearnerError> {
-        Ok(self.run(samples, false, false)?.0)
+        Ok(self.run(samples, Pass::Loss)?.0)
     }
 
     /// Gradients of the loss on `samples` (tests compare the engines with it).
     pub fn gradients(&mut self, samples: &[&Sample]) -> Result<(StepStats, Grads), LearnerError> {
-        let (s, g) = self.run(samples, true, false)?;
+        let (s, g) = self.run(samples, Pass::Gradients)?;
         Ok((s, g.ok_or(LearnerError::NoGradients)?))
     }
 
@@ -149,7 +164,7 @@ impl Learner {
     /// lazy Adam on the embedding rows the batch used, then the soft update
     /// of the target towers.
     pub fn train_step(&mut self, samples: &[&Sample]) -> Result<StepStats, LearnerError> {
-        let (stats, g) = self.run(samples, true, true)?;
+        let (stats, g) = self.run(samples, Pass::Train)?;
         let g = g.ok_or(LearnerError::NoGradients)?;
         if !stats.loss.is_finite() {
             return Err(LearnerError::NonFiniteLoss {
