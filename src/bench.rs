@@ -42,6 +42,12 @@ pub enum BenchCmd {
         /// "fused" or "candle" (default: learner.engine).
         #[arg(long)]
         engine: Option<String>,
+        /// "cpu" or "cuda" (the candle engine; default: learner.device).
+        #[arg(long)]
+        device: Option<String>,
+        /// Samples per update (default: learner.batch_size).
+        #[arg(long)]
+        batch: Option<usize>,
     },
     /// The ranking service under load: a Rust client on loopback, N
     /// concurrent keep-alive connections, C candidates per request; and the
@@ -99,7 +105,9 @@ pub fn run(cfg: &Config, cmd: BenchCmd, config_file: Option<&Path>) -> Result<()
             steps,
             threads,
             engine,
-        } => bench_learner(cfg, steps, threads, engine),
+            device,
+            batch,
+        } => bench_learner(cfg, steps, threads, engine, device, batch),
     }
 }
 
@@ -270,8 +278,16 @@ fn bench_learner(
     steps: u64,
     threads: Option<usize>,
     engine: Option<String>,
+    device: Option<String>,
+    batch: Option<usize>,
 ) -> Result<()> {
     let mut l = cfg.learner.clone();
+    if let Some(d) = device {
+        l.device = d;
+    }
+    if let Some(b) = batch {
+        l.batch_size = b;
+    }
     if let Some(t) = threads {
         l.num_threads = t;
     }
@@ -282,8 +298,9 @@ fn bench_learner(
     let r = rliv_learner::bench::run(&l, steps).map_err(anyhow::Error::msg)?;
     let gflops = r.flops_per_sample * r.samples_per_sec / 1e9;
     println!(
-        "bench learner: {} engine, batch {}, {} updates in {:.2}s on {} threads ({} cores)",
+        "bench learner: {} engine on {}, batch {}, {} updates in {:.2}s on {} threads ({} cores)",
         l.engine,
+        l.device,
         r.batch,
         r.steps,
         r.seconds,

@@ -112,8 +112,8 @@ pub fn run(
             req.store = cfg.state.clone();
             rliv_dataflows::run_replay(req)?;
             let ck = tmp.path().join("ck");
-            let l = Learner::new(&cfg.learner).map_err(anyhow::Error::msg)?;
-            checkpoint::save(&l, &ck, serde_json::Value::Null)?;
+            let mut l = Learner::new(&cfg.learner).map_err(anyhow::Error::msg)?;
+            checkpoint::save(&mut l, &ck, serde_json::Value::Null)?;
             (st, ck)
         }
         _ => bail!("give both --state and --checkpoints, or neither"),

@@ -67,11 +67,11 @@ pub fn start(
 }
 
 pub fn describe(l: &Learner) -> String {
-    let s = l.model.sizes();
+    let s = l.sizes();
     format!(
         "learner: {} engine, towers {:?}, batch {}, {:.1}M embedding + {:.0}k net parameters ({:.0} MiB weights, {:.0} MiB Adam moments)",
-        l.engine.name(),
-        l.model.tower_names(),
+        l.engine_name(),
+        l.tower_names(),
         l.cfg().batch_size,
         s.embedding_params as f64 / 1e6,
         s.net_params as f64 / 1e3,

@@ -113,7 +113,7 @@ fn train(cfg: &LearnerConfig, ts: &[Transition]) -> Model {
     for _ in 0..updates {
         learner.train_from(&ring).expect("TD update");
     }
-    learner.model
+    learner.into_model().expect("the trained model")
 }
 
 /// Added to a logged user's id to make a user the logs never held.

@@ -355,7 +355,7 @@ fn checkpoints_swapped_under_load_fail_no_request_and_change_the_version() {
     for _ in 0..2 {
         std::thread::sleep(std::time::Duration::from_millis(300));
         learner.train_step(&batch).expect("step");
-        checkpoint::save(&learner, &ck, serde_json::Value::Null).expect("save");
+        checkpoint::save(&mut learner, &ck, serde_json::Value::Null).expect("save");
     }
     let t0 = std::time::Instant::now();
     while server.state.current().map(|s| s.version) != Some(learner.step) {

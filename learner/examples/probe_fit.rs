@@ -97,7 +97,7 @@ fn report(
     let mut fresh: HashMap<u64, [f32; 2]> = HashMap::new();
     for chunk in samples.chunks(512).zip(ret.chunks(512)) {
         let inputs: Vec<_> = chunk.0.iter().map(|s| s.input()).collect();
-        let livs = learner.model.score(engine, &inputs)?;
+        let livs = learner.model()?.score(engine, &inputs)?;
         for ((s, r), l) in chunk.0.iter().zip(chunk.1).zip(&livs) {
             let e = rows.entry((s.author_id, bucket(s.state[0]))).or_default();
             e.0 += 1;
@@ -129,7 +129,7 @@ fn report(
                     x
                 })
                 .collect();
-            let l = learner.model.score(engine, &inputs)?;
+            let l = learner.model()?.score(engine, &inputs)?;
             fresh.insert(*uid, [l[0].score, l[1].score]);
         }
     }

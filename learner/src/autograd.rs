@@ -1,68 +1,22 @@
-//! The candle engine: the towers as batched candle tensors, the loss of
-//! Eq. 10 built from candle ops, and the gradients from candle's autograd.
-//! Runs on any candle device (CPU, or CUDA with the `cuda` feature). It is
-//! also the readable reference the fused CPU engine is tested against.
+//! The candle engine: the towers as batched candle tensors and the loss of
+//! Eq. 10 built from candle ops, with gradients from candle's autograd. Runs
+//! on any candle device (CPU, or CUDA with the `cuda` feature). Training
+//! keeps every parameter on the device ([`Resident`]); this module holds the
+//! graph both share and the scoring of a loaded model.
 
-use candle_core::{Device, Result, Tensor, Var, D};
+use candle_core::{DType, Device, Result, Tensor, D};
 
 use crate::config::DoubleQ;
 use crate::model::Model;
-use crate::nets::StackParams;
-use crate::step::{BatchData, Grads, StepStats};
+use crate::nets::{AdamState, StackParams};
+use crate::resident::Resident;
+use crate::step::StepStats;
 
 pub struct CandleEngine {
     pub dev: Device,
-}
-
-/// A stack's layers as `(N, in, out)` / `(N, 1, out)` variables.
-struct VarStack {
-    layers: Vec<(Var, Var)>,
-    nets: usize,
-}
-
-impl VarStack {
-    fn new(p: &StackParams, dev: &Device) -> Result<VarStack> {
-        let layers = (0..p.layers())
-            .map(|l| {
-                let (i, o) = (p.dims[l], p.dims[l + 1]);
-                Ok((
-                    Var::from_tensor(&Tensor::from_slice(&p.w[l], (p.nets, i, o), dev)?)?,
-                    Var::from_tensor(&Tensor::from_slice(&p.b[l], (p.nets, 1, o), dev)?)?,
-                ))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(VarStack {
-            layers,
-            nets: p.nets,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let layers: Vec<(&Tensor, &Tensor)> = self
-            .layers
-            .iter()
-            .map(|(w, b)| (w.as_tensor(), b.as_tensor()))
-            .collect();
-        forward_with(&layers, self.nets, x)
-    }
-
-    /// Gradients back into a host stack.
-    fn grads(
-        &self,
-        g: &candle_core::backprop::GradStore,
-        like: &StackParams,
-    ) -> Result<StackParams> {
-        let mut out = like.zeros_like();
-        for (l, (w, b)) in self.layers.iter().enumerate() {
-            if let Some(gw) = g.get(w.as_tensor()) {
-                out.w[l] = gw.flatten_all()?.to_vec1::<f32>()?;
-            }
-            if let Some(gb) = g.get(b.as_tensor()) {
-                out.b[l] = gb.flatten_all()?.to_vec1::<f32>()?;
-            }
-        }
-        Ok(out)
-    }
+    /// The training state on the device, built from the host model on the
+    /// first update (`None`: the host copy is the newest).
+    pub(crate) resident: Option<Resident>,
 }
 
 /// `N` MLPs on the same input `x` `(B, in)`: `H` broadcast to `(N, B, in)`
@@ -107,114 +61,155 @@ pub fn bce_with_logits(x: &Tensor, z: &Tensor) -> Result<Tensor> {
     (x.relu()? - (x * z)?)? + soft
 }
 
+/// The figures of Eq. 10 as candle tensors, before they are read back.
+pub(crate) struct Losses {
+    /// The scalar the optimizer follows.
+    pub total: Tensor,
+    /// `(T)`: each tower's critic loss.
+    pub critic: Tensor,
+    /// `(T)`: each tower's supervised reward loss (with the head).
+    pub reward: Option<Tensor>,
+    /// Scalar: the assistance BCE (with the network).
+    pub assist: Option<Tensor>,
+    /// `(T)`: mean |Q_k - y|.
+    pub td_error: Tensor,
+}
+
+impl Losses {
+    /// Reads every figure back in one transfer.
+    pub fn stats(&self) -> Result<StepStats> {
+        let t = self.td_error.dims1()?;
+        let dev = self.total.device();
+        let mut parts = vec![self.total.reshape(1)?, self.critic.clone()];
+        parts.push(match &self.reward {
+            Some(r) => r.clone(),
+            None => Tensor::zeros(t, DType::F32, dev)?,
+        });
+        parts.push(self.td_error.clone());
+        if let Some(a) = &self.assist {
+            parts.push(a.reshape(1)?);
+        }
+        let v = Tensor::cat(&parts, 0)?.to_vec1::<f32>()?;
+        Ok(StepStats {
+            loss: v[0],
+            critic_loss: v[1..1 + t].to_vec(),
+            reward_loss: v[1 + t..1 + 2 * t].to_vec(),
+            td_error: v[1 + 2 * t..1 + 3 * t].to_vec(),
+            assist_loss: self.assist.as_ref().map(|_| v[1 + 3 * t]),
+        })
+    }
+}
+
+/// Splits stacked outputs `(N, B...)` into `r_hat (T, B...)` and
+/// `Q (T, 2, B...)` with `Q_k = r_hat + gamma V_k` (Eq. 8), or `Q_k = V_k`.
+fn q_from(model: &Model, out: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
+    let mut dims = vec![model.labels.len(), model.per_tower];
+    dims.extend_from_slice(&out.dims()[1..]);
+    let o = out.reshape(dims)?;
+    if model.cfg.supervised_head {
+        let rhat = o.narrow(1, 0, 1)?;
+        let q = o
+            .narrow(1, 1, 2)?
+            .affine(model.cfg.gamma, 0.0)?
+            .broadcast_add(&rhat)?;
+        Ok((Some(rhat.squeeze(1)?), q))
+    } else {
+        Ok((None, o))
+    }
+}
+
+/// The loss of Eq. 10 as a candle graph: `towers`, `target` and `assist`
+/// are the layers of the online towers, the target towers (to be read
+/// without gradient) and the assistance net; `h` is `H_t (B, D)`, `hn`
+/// `H_{t+1, j} (B * J, D)`, `rewards (T, B)` scaled, `gift (1, B)` labels.
+/// `model` gives the shape and the hyperparameters only.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn losses(
+    model: &Model,
+    towers: &[(&Tensor, &Tensor)],
+    target: &[(&Tensor, &Tensor)],
+    assist: Option<&[(&Tensor, &Tensor)]>,
+    h: &Tensor,
+    hn: &Tensor,
+    rewards: &Tensor,
+    gift: &Tensor,
+) -> Result<Losses> {
+    let cfg = &model.cfg;
+    let (b, _) = h.dims2()?;
+    let j = hn.dims2()?.0 / b.max(1);
+    let delta = cfg.huber_delta;
+    // Target (Eq. 5, 7): y = r + gamma * max_j combine_k Q'_k(H_{t+1, j}).
+    let out_n = forward_with(target, model.towers.nets, hn)?.reshape((model.towers.nets, b, j))?;
+    let (_, qn) = q_from(model, &out_n)?; // (T, 2, B, J)
+    let both = match cfg.double_q {
+        DoubleQ::Min => qn.min(1)?,
+        DoubleQ::Mean => qn.mean(1)?,
+    };
+    let y = (rewards + both.max(D::Minus1)?.affine(cfg.gamma, 0.0)?)?.detach();
+
+    let (rhat, q) = q_from(model, &forward_with(towers, model.towers.nets, h)?)?;
+    let y2 = y.unsqueeze(1)?.broadcast_as(q.shape())?;
+    let critic = huber(&q, &y2, delta)?.mean(2)?.sum(1)?; // (T)
+    let mut total = critic.sum_all()?;
+    let reward = match &rhat {
+        Some(rhat) => {
+            let l = huber(rhat, rewards, delta)?.mean(1)?;
+            total = (total + l.sum_all()?)?;
+            Some(l)
+        }
+        None => None,
+    };
+    let assist = match assist {
+        Some(layers) => {
+            let hua = h.narrow(1, 0, 2 * cfg.embedding_dim)?;
+            let l = bce_with_logits(&forward_with(layers, 1, &hua)?, gift)?.mean_all()?;
+            total = (total + &l)?;
+            Some(l)
+        }
+        None => None,
+    };
+    let td_error = (&q - &y2)?.abs()?.mean(2)?.mean(1)?.detach();
+    Ok(Losses {
+        total,
+        critic,
+        reward,
+        assist,
+        td_error,
+    })
+}
+
 impl CandleEngine {
     pub fn new(dev: Device) -> Self {
-        CandleEngine { dev }
-    }
-
-    /// Splits stacked outputs `(N, B...)` into `r_hat (T, B...)` and
-    /// `Q (T, 2, B...)` with `Q_k = r_hat + gamma V_k` (Eq. 8), or `Q_k = V_k`.
-    fn q_from(model: &Model, out: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
-        let mut dims = vec![model.labels.len(), model.per_tower];
-        dims.extend_from_slice(&out.dims()[1..]);
-        let o = out.reshape(dims)?;
-        if model.cfg.supervised_head {
-            let rhat = o.narrow(1, 0, 1)?;
-            let q = o
-                .narrow(1, 1, 2)?
-                .affine(model.cfg.gamma, 0.0)?
-                .broadcast_add(&rhat)?;
-            Ok((Some(rhat.squeeze(1)?), q))
-        } else {
-            Ok((None, o))
+        CandleEngine {
+            dev,
+            resident: None,
         }
     }
 
+    /// The device state for training, uploaded from the host on first use.
+    pub(crate) fn resident(
+        &mut self,
+        model: &Model,
+        tower_adam: &AdamState,
+        assist_adam: Option<&AdamState>,
+    ) -> Result<&mut Resident> {
+        let r = match self.resident.take() {
+            Some(r) => r,
+            None => Resident::upload(model, tower_adam, assist_adam, &self.dev)?,
+        };
+        Ok(self.resident.insert(r))
+    }
+
+    /// Q values `(T, 2, b)` of `x` `(b, d)` under the host parameters of
+    /// `model` (scoring a loaded checkpoint: the towers go to the device
+    /// for the call).
     pub fn q_values(&self, model: &Model, x: &[f32], b: usize) -> Result<Vec<f32>> {
         let x = Tensor::from_slice(x, (b, model.emb.input_dim()), &self.dev)?;
         let layers = host_stack(&model.towers, &self.dev)?;
         let refs: Vec<(&Tensor, &Tensor)> = layers.iter().map(|(w, b)| (w, b)).collect();
         let out = forward_with(&refs, model.towers.nets, &x)?;
-        let (_, q) = Self::q_from(model, &out)?;
+        let (_, q) = q_from(model, &out)?;
         q.flatten_all()?.to_vec1::<f32>()
-    }
-
-    pub fn loss_and_grads(
-        &self,
-        model: &Model,
-        data: &BatchData<'_>,
-        want_grads: bool,
-    ) -> Result<(StepStats, Option<Grads>)> {
-        let dev = &self.dev;
-        let cfg = &model.cfg;
-        let (b, d, j) = (data.b, data.d, data.j);
-        let t = model.labels.len();
-        let delta = cfg.huber_delta;
-        let rewards = Tensor::from_slice(data.rewards, (t, b), dev)?;
-        // Target (Eq. 5, 7): y = r + gamma * max_j combine_k Q'_k(H_{t+1, j}).
-        let xn = Tensor::from_slice(data.xn, (b * j, d), dev)?;
-        let target = host_stack(&model.target, dev)?;
-        let refs: Vec<(&Tensor, &Tensor)> = target.iter().map(|(w, b)| (w, b)).collect();
-        let out_n =
-            forward_with(&refs, model.target.nets, &xn)?.reshape((model.target.nets, b, j))?;
-        let (_, qn) = Self::q_from(model, &out_n)?; // (T, 2, B, J)
-        let both = match cfg.double_q {
-            DoubleQ::Min => qn.min(1)?,
-            DoubleQ::Mean => qn.mean(1)?,
-        };
-        let y = (&rewards + both.max(D::Minus1)?.affine(cfg.gamma, 0.0)?)?;
-
-        let h = Var::from_tensor(&Tensor::from_slice(data.x, (b, d), dev)?)?;
-        let towers = VarStack::new(&model.towers, dev)?;
-        let (rhat, q) = Self::q_from(model, &towers.forward(h.as_tensor())?)?;
-        let y2 = y.unsqueeze(1)?.broadcast_as(q.shape())?;
-        let critic = huber(&q, &y2, delta)?.mean(2)?.sum(1)?; // (T)
-        let mut total = critic.sum_all()?;
-        let reward_loss = match &rhat {
-            Some(rhat) => {
-                let l = huber(rhat, &rewards, delta)?.mean(1)?;
-                total = (total + l.sum_all()?)?;
-                l.to_vec1::<f32>()?
-            }
-            None => vec![0.0; t],
-        };
-        let assist = match &model.assist {
-            Some(p) => Some(VarStack::new(p, dev)?),
-            None => None,
-        };
-        let mut assist_loss = None;
-        if let Some(a) = &assist {
-            let hua = h.as_tensor().narrow(1, 0, 2 * cfg.embedding_dim)?;
-            let gift = Tensor::from_slice(data.gift, (1, b), dev)?;
-            let l = bce_with_logits(&a.forward(&hua)?, &gift)?.mean_all()?;
-            assist_loss = Some(l.to_scalar::<f32>()?);
-            total = (total + l)?;
-        }
-        let td_error = (&q - &y2)?.abs()?.mean(2)?.mean(1)?.to_vec1::<f32>()?;
-        let stats = StepStats {
-            loss: total.to_scalar::<f32>()?,
-            reward_loss,
-            critic_loss: critic.to_vec1::<f32>()?,
-            td_error,
-            assist_loss,
-        };
-        if !want_grads {
-            return Ok((stats, None));
-        }
-        let g = total.backward()?;
-        let dx = match g.get(h.as_tensor()) {
-            Some(t) => t.flatten_all()?.to_vec1::<f32>()?,
-            None => vec![0.0; b * d],
-        };
-        let grads = Grads {
-            towers: towers.grads(&g, &model.towers)?,
-            assist: match (&assist, &model.assist) {
-                (Some(a), Some(p)) => Some(a.grads(&g, p)?),
-                _ => None,
-            },
-            dx,
-        };
-        Ok((stats, Some(grads)))
     }
 }
 

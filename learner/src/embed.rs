@@ -192,6 +192,75 @@ impl Lookup {
     }
 }
 
+impl Lookup {
+    /// The [`DENSE`] values of every sample, `(samples, DENSE.len())`
+    /// (empty without `dense_features`).
+    pub fn dense(&self) -> &[f32] {
+        &self.dense
+    }
+
+    /// The batch's rows laid out for a device gather (see [`GatherPlan`]).
+    pub fn plan(&self, plan: &mut GatherPlan) {
+        for r in plan.rows.iter_mut() {
+            r.clear();
+        }
+        plan.src.clear();
+        plan.dst.clear();
+        plan.index.clear();
+        plan.samples = self.len();
+        // First pass: each distinct (table, row) gets its place in its
+        // table's list; `src` holds (table << 32 | place) for now.
+        for (i, w) in self.offsets.windows(2).enumerate() {
+            for slot in &self.slots[w[0]..w[1]] {
+                let key = (u64::from(slot.table) << 32) | u64::from(slot.row);
+                let list = &mut plan.rows[slot.table as usize];
+                let next = list.len() as u32;
+                let at = *plan.index.entry(key).or_insert(next);
+                if at == next {
+                    list.push(slot.row);
+                }
+                plan.src.push(at);
+                plan.tables.push(slot.table);
+                plan.dst.push((i * 3) as u32 + u32::from(slot.seg));
+            }
+        }
+        // Second pass: places become indices into the concatenated lists.
+        let mut start = [0u32; 5];
+        for t in 1..5 {
+            start[t] = start[t - 1] + plan.rows[t - 1].len() as u32;
+        }
+        for (s, t) in plan.src.iter_mut().zip(plan.tables.drain(..)) {
+            *s += start[t as usize];
+        }
+    }
+}
+
+/// A batch's embedding rows as a device gathers them: `H`'s three segments
+/// are `zeros(samples * 3, dim).index_add(dst, rows.index_select(src))`,
+/// where `rows` is the concatenation, in [`TABLES`] order, of each table's
+/// distinct rows (`table.index_select(rows[t])`). The distinct rows are
+/// also what the sparse Adam step updates: the gradient of `rows` is each
+/// row's gradient summed over the batch.
+#[derive(Default, Debug)]
+pub struct GatherPlan {
+    /// Each table's distinct rows, in order of first use.
+    pub rows: [Vec<u32>; 5],
+    /// Per slot: its row's index in the concatenation of `rows`.
+    pub src: Vec<u32>,
+    /// Per slot: `sample * 3 + segment`.
+    pub dst: Vec<u32>,
+    pub samples: usize,
+    index: FastMap<u64, u32>,
+    tables: Vec<u8>,
+}
+
+impl GatherPlan {
+    /// Distinct rows over all tables.
+    pub fn distinct(&self) -> usize {
+        self.rows.iter().map(Vec::len).sum()
+    }
+}
+
 /// One embedding table with its Adam moments.
 pub struct Table {
     pub rows: usize,
@@ -555,6 +624,76 @@ mod tests {
         let now: Vec<Vec<f32>> = emb.tables.iter().map(|t| t.weight.clone()).collect();
         emb.adam_step(&lookup, &grad, 2, &hp, 0.0);
         assert!(emb.tables.iter().zip(&now).all(|(t, w)| &t.weight == w));
+    }
+
+    #[test]
+    fn a_gather_plan_rebuilds_h_from_each_tables_distinct_rows() {
+        let cfg = LearnerConfig {
+            id_rows: 16,
+            feature_rows: 8,
+            embedding_dim: 4,
+            counter_buckets: 8,
+            dense_features: true,
+            ..LearnerConfig::default()
+        };
+        let emb = Embeddings::new(&cfg, Some(&mut crate::rng::Rng::new(9)), false);
+        let s = PairSnapshot {
+            exposures: 3,
+            clicks: 1,
+            watch_sec_total: 20.0,
+            ..PairSnapshot::default()
+        };
+        // Two samples sharing a user and an author (16 id rows: other ids
+        // may collide too), and a sample without its user row.
+        let mut lookup = Lookup::default();
+        emb.push(&mut lookup, &input(s, 0), None);
+        emb.push(&mut lookup, &input(PairSnapshot::default(), 0), None);
+        emb.push_with(&mut lookup, &input(s, 0), Some((77, &[])), false);
+        let mut plan = GatherPlan::default();
+        lookup.plan(&mut plan);
+        assert_eq!(plan.samples, 3);
+        assert_eq!(plan.src.len(), lookup.slots.len());
+        // Every table's rows are distinct, and the user table holds one row.
+        for rows in &plan.rows {
+            let mut r = rows.clone();
+            r.sort_unstable();
+            r.dedup();
+            assert_eq!(r.len(), rows.len());
+        }
+        assert_eq!(plan.rows[USER as usize].len(), 1);
+        // H from the plan, the way a device computes it, equals `gather`.
+        let d = emb.dim;
+        let rows: Vec<&[f32]> = plan
+            .rows
+            .iter()
+            .enumerate()
+            .flat_map(|(t, rows)| {
+                let w = &emb.tables[t].weight;
+                rows.iter()
+                    .map(move |r| &w[*r as usize * d..(*r as usize + 1) * d])
+            })
+            .collect();
+        assert_eq!(rows.len(), plan.distinct());
+        let mut seg = vec![0f32; plan.samples * 3 * d];
+        for (src, dst) in plan.src.iter().zip(&plan.dst) {
+            let out = &mut seg[*dst as usize * d..(*dst as usize + 1) * d];
+            for (o, x) in out.iter_mut().zip(rows[*src as usize]) {
+                *o += *x;
+            }
+        }
+        let mut h = Vec::new();
+        emb.gather(&lookup, &mut h);
+        let width = emb.input_dim();
+        for i in 0..plan.samples {
+            assert_eq!(
+                &h[i * width..i * width + 3 * d],
+                &seg[i * 3 * d..(i + 1) * 3 * d]
+            );
+            assert_eq!(
+                &h[i * width + 3 * d..(i + 1) * width],
+                &lookup.dense()[i * DENSE.len()..(i + 1) * DENSE.len()]
+            );
+        }
     }
 
     #[test]

@@ -1,14 +1,13 @@
-//! The two interchangeable ways to compute the loss of Eq. 10 and its
-//! gradients: the fused CPU kernels (default on CPU) and candle's autograd
-//! (any candle device: CPU, or CUDA with the `cuda` feature). Both read the
-//! same host parameters and return the same gradients; the optimizer and the
-//! checkpoints do not know which one ran.
+//! The two interchangeable ways to train and score: the fused CPU kernels
+//! (default on CPU; parameters and Adam on the host) and candle (any candle
+//! device: CPU, or CUDA with the `cuda` feature; while training, parameters
+//! and Adam live on the device, `resident.rs`). Both compute the same loss,
+//! gradients and updates, and read and write the same checkpoints.
 
 use crate::autograd::CandleEngine;
 use crate::error::LearnerError;
 use crate::fused::FusedEngine;
 use crate::model::Model;
-use crate::step::StepStats;
 pub use crate::step::{BatchData, Grads};
 
 pub enum Engine {
@@ -34,18 +33,6 @@ impl Engine {
         match self {
             Engine::Fused(_) => "fused",
             Engine::Candle(_) => "candle",
-        }
-    }
-
-    pub fn loss_and_grads(
-        &mut self,
-        model: &Model,
-        data: &BatchData<'_>,
-        grads: bool,
-    ) -> Result<(StepStats, Option<Grads>), LearnerError> {
-        match self {
-            Engine::Fused(f) => f.loss_and_grads(model, data, grads),
-            Engine::Candle(c) => Ok(c.loss_and_grads(model, data, grads)?),
         }
     }
 

@@ -5,10 +5,13 @@
 use crate::buffer::{RecentItems, Ring, Sample};
 use crate::config::LearnerConfig;
 use crate::embed::Lookup;
+use crate::embed::PairInput;
 use crate::engine::Engine;
 use crate::error::LearnerError;
 use crate::model::Model;
+use crate::model::{Liv, ModelSizes};
 use crate::nets::{AdamParams, AdamState};
+use crate::resident::UpdateParams;
 use crate::rng::Rng;
 pub use crate::step::StepStats;
 use crate::step::{BatchData, Grads};
@@ -16,10 +19,13 @@ use crate::visible::Visibility;
 use rliv_contract::Transition;
 
 pub struct Learner {
-    pub model: Model,
-    pub engine: Engine,
-    pub tower_adam: AdamState,
-    pub assist_adam: Option<AdamState>,
+    /// The parameters on the host. With the candle engine the newest ones
+    /// live on its device between updates: read them through
+    /// [`Learner::model`], which brings them back first.
+    pub(crate) model: Model,
+    engine: Engine,
+    pub(crate) tower_adam: AdamState,
+    pub(crate) assist_adam: Option<AdamState>,
     /// Updates done.
     pub step: u64,
     pub rng: Rng,
@@ -27,6 +33,8 @@ pub struct Learner {
     /// Rebuilds each transition's `s_t` as a ranking request saw it.
     pub visibility: Visibility,
     bufs: Bufs,
+    /// The device holds updates the host copy does not have yet.
+    host_stale: bool,
 }
 
 /// What a batch is built and run for.
@@ -68,7 +76,85 @@ impl Learner {
             recent: RecentItems::new(cfg.next_items),
             visibility: Visibility::new(cfg.visible_lag_ms),
             bufs: Bufs::default(),
+            host_stale: false,
         })
+    }
+
+    /// The model with its newest parameters (brought back from the device
+    /// when the candle engine trained since the last read).
+    pub fn model(&mut self) -> Result<&Model, LearnerError> {
+        self.sync()?;
+        Ok(&self.model)
+    }
+
+    /// The model with its newest parameters, taking the learner apart.
+    pub fn into_model(mut self) -> Result<Model, LearnerError> {
+        self.sync()?;
+        Ok(self.model)
+    }
+
+    /// The model, to change its parameters: the device copy (if any) is
+    /// dropped and rebuilt from the host on the next update.
+    pub fn model_mut(&mut self) -> Result<&mut Model, LearnerError> {
+        self.sync()?;
+        self.host_changed();
+        Ok(&mut self.model)
+    }
+
+    /// Brings the device's parameters and optimizer moments back to the
+    /// host (nothing to do for the fused engine or when they are there).
+    pub fn sync(&mut self) -> Result<(), LearnerError> {
+        if !self.host_stale {
+            return Ok(());
+        }
+        if let Engine::Candle(c) = &self.engine {
+            if let Some(r) = &c.resident {
+                r.download(
+                    &mut self.model,
+                    &mut self.tower_adam,
+                    self.assist_adam.as_mut(),
+                )?;
+            }
+        }
+        self.host_stale = false;
+        Ok(())
+    }
+
+    /// The host parameters changed (a checkpoint was loaded into them):
+    /// the device copy is rebuilt from them on the next update.
+    pub(crate) fn host_changed(&mut self) {
+        if let Engine::Candle(c) = &mut self.engine {
+            c.resident = None;
+        }
+        self.host_stale = false;
+    }
+
+    /// The engine in use ("fused" or "candle").
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// Replaces the engine (the parameters are brought to the host first).
+    pub fn set_engine(&mut self, engine: Engine) -> Result<(), LearnerError> {
+        self.sync()?;
+        self.engine = engine;
+        Ok(())
+    }
+
+    /// Tower names for logs: `click`, `watch`, ...
+    pub fn tower_names(&self) -> Vec<&'static str> {
+        self.model.tower_names()
+    }
+
+    /// Parameter counts and bytes (they do not change with training).
+    pub fn sizes(&self) -> ModelSizes {
+        self.model.sizes()
+    }
+
+    /// Scores candidates with the newest parameters ([`Model::score`]).
+    pub fn score(&mut self, inputs: &[PairInput<'_>]) -> Result<Vec<Liv>, LearnerError> {
+        self.sync()?;
+        self.model.score(&mut self.engine, inputs)
     }
 
     pub fn cfg(&self) -> &LearnerConfig {
@@ -122,8 +208,6 @@ impl Learner {
             }
             bufs.gift.push(if s.reward[3] > 0.0 { 1.0 } else { 0.0 });
         }
-        m.emb.gather(&bufs.lookup, &mut bufs.x);
-        m.emb.gather(&bufs.next, &mut bufs.xn);
     }
 
     fn run(
@@ -136,17 +220,35 @@ impl Learner {
         }
         self.fill(samples, pass);
         let b = samples.len();
-        let data = BatchData {
-            x: &self.bufs.x,
-            xn: &self.bufs.xn,
-            b,
-            d: self.model.emb.input_dim(),
-            j: self.bufs.next.len() / b,
-            rewards: &self.bufs.rewards,
-            gift: &self.bufs.gift,
-        };
-        self.engine
-            .loss_and_grads(&self.model, &data, pass != Pass::Loss)
+        let bufs = &mut self.bufs;
+        let m = &self.model;
+        match &mut self.engine {
+            Engine::Fused(f) => {
+                m.emb.gather(&bufs.lookup, &mut bufs.x);
+                m.emb.gather(&bufs.next, &mut bufs.xn);
+                let data = BatchData {
+                    x: &bufs.x,
+                    xn: &bufs.xn,
+                    b,
+                    d: m.emb.input_dim(),
+                    j: bufs.next.len() / b,
+                    rewards: &bufs.rewards,
+                    gift: &bufs.gift,
+                };
+                f.loss_and_grads(m, &data, pass != Pass::Loss)
+            }
+            Engine::Candle(c) => {
+                let r = c.resident(m, &self.tower_adam, self.assist_adam.as_ref())?;
+                Ok(r.evaluate(
+                    m,
+                    &bufs.lookup,
+                    &bufs.next,
+                    &bufs.rewards,
+                    &bufs.gift,
+                    pass != Pass::Loss,
+                )?)
+            }
+        }
     }
 
     /// The loss of `samples` under the current parameters, without updating.
@@ -164,6 +266,9 @@ impl Learner {
     /// lazy Adam on the embedding rows the batch used, then the soft update
     /// of the target towers.
     pub fn train_step(&mut self, samples: &[&Sample]) -> Result<StepStats, LearnerError> {
+        if matches!(self.engine, Engine::Candle(_)) {
+            return self.train_step_resident(samples);
+        }
         let (stats, g) = self.run(samples, Pass::Train)?;
         let g = g.ok_or(LearnerError::NoGradients)?;
         if !stats.loss.is_finite() {
@@ -174,16 +279,7 @@ impl Learner {
         }
         self.step += 1;
         let cfg = &self.model.cfg;
-        let hp = AdamParams {
-            lr: cfg.lr,
-            beta1: cfg.adam_beta1,
-            beta2: cfg.adam_beta2,
-            eps: cfg.adam_eps,
-        };
-        let emb_hp = AdamParams {
-            lr: cfg.embedding_lr,
-            ..hp
-        };
+        let (hp, emb_hp) = adam_params(cfg);
         let tau = cfg.tau as f32;
         self.tower_adam
             .step(&mut self.model.towers, &g.towers, self.step, &hp);
@@ -202,6 +298,39 @@ impl Learner {
             cfg.embedding_weight_decay,
         );
         self.model.target.soft_update_from(&self.model.towers, tau);
+        Ok(stats)
+    }
+
+    /// [`Learner::train_step`] on the candle engine's device: the whole
+    /// update runs there, the host copy is left behind until read.
+    fn train_step_resident(&mut self, samples: &[&Sample]) -> Result<StepStats, LearnerError> {
+        if samples.is_empty() {
+            return Err(LearnerError::EmptyBatch);
+        }
+        self.fill(samples, Pass::Train);
+        let cfg = &self.model.cfg;
+        let (nets, embeddings) = adam_params(cfg);
+        let up = UpdateParams {
+            step: self.step + 1,
+            nets,
+            embeddings,
+            decay: cfg.embedding_weight_decay,
+            tau: cfg.tau,
+        };
+        let Engine::Candle(c) = &mut self.engine else {
+            return Err(LearnerError::NoGradients);
+        };
+        let r = c.resident(&self.model, &self.tower_adam, self.assist_adam.as_ref())?;
+        let b = &self.bufs;
+        let stats = r.train(&self.model, &b.lookup, &b.next, &b.rewards, &b.gift, &up)?;
+        if !stats.loss.is_finite() {
+            return Err(LearnerError::NonFiniteLoss {
+                loss: stats.loss,
+                step: self.step,
+            });
+        }
+        self.step += 1;
+        self.host_stale = true;
         Ok(stats)
     }
 
@@ -244,4 +373,19 @@ impl Learner {
         let samples = buffer.sample(&mut self.rng, n);
         self.train_step(&samples)
     }
+}
+
+/// Adam's hyperparameters for the nets and for the embedding rows.
+fn adam_params(cfg: &LearnerConfig) -> (AdamParams, AdamParams) {
+    let nets = AdamParams {
+        lr: cfg.lr,
+        beta1: cfg.adam_beta1,
+        beta2: cfg.adam_beta2,
+        eps: cfg.adam_eps,
+    };
+    let embeddings = AdamParams {
+        lr: cfg.embedding_lr,
+        ..nets
+    };
+    (nets, embeddings)
 }

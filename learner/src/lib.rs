@@ -5,8 +5,9 @@
 //!   towers, assistance gift net; [`Model::score`](model::Model::score) scores candidates.
 //! - [`learner`]: one TD update (Eq. 5-10); [`nets`]: parameters of stacks of
 //!   MLPs, Huber, BCE, Adam; [`embed`]: hashed embedding tables with lazy Adam.
-//! - [`engine`]: the loss and its gradients, by the fused CPU kernels
-//!   ([`fused`]) or by candle's autograd on any candle device ([`autograd`]).
+//! - [`engine`]: the loss, its gradients and the update, by the fused CPU
+//!   kernels ([`fused`]) or by candle's autograd on any candle device
+//!   ([`autograd`], with the training state resident there: [`resident`]).
 //! - [`buffer`]: the real-time sample buffer; [`trainer`]: streaming training
 //!   from a channel with checkpoints on a cadence; [`checkpoint`]: safetensors
 //!   checkpoints written atomically; [`visible`]: each transition's `s_t` as
@@ -26,6 +27,7 @@ pub mod input;
 pub mod learner;
 pub mod model;
 pub mod nets;
+pub mod resident;
 pub mod rng;
 mod score;
 pub mod step;

@@ -239,7 +239,7 @@ impl Run<'_> {
         self.updates += 1;
         self.progress.updates.store(self.updates, Ordering::Relaxed);
         if let Ok(mut l) = self.progress.last.lock() {
-            *l = Some((self.learner.model.tower_names(), stats.clone()));
+            *l = Some((self.learner.tower_names(), stats.clone()));
         }
         self.last = Some(stats);
         let cfg = self.learner.cfg();
@@ -306,7 +306,6 @@ impl Run<'_> {
         let td: Vec<String> = match &self.last {
             Some(s) => self
                 .learner
-                .model
                 .tower_names()
                 .iter()
                 .zip(&s.td_error)
@@ -431,7 +430,7 @@ pub fn run_with(
         samples_per_s: run.updates as f64 * cfg.batch_size as f64 / seconds.max(1e-9),
         checkpoints_written: run.written,
         last_checkpoint: run.last_path,
-        towers: run.learner.model.tower_names(),
+        towers: run.learner.tower_names(),
         last: run.last,
     })
 }

@@ -110,7 +110,13 @@ pub fn dir_name(step: u64) -> String {
 
 /// Writes a checkpoint of `l` into `dir` atomically and prunes old ones.
 /// Returns its directory.
-pub fn save(l: &Learner, dir: &Path, input: serde_json::Value) -> Result<PathBuf, CheckpointError> {
+pub fn save(
+    l: &mut Learner,
+    dir: &Path,
+    input: serde_json::Value,
+) -> Result<PathBuf, CheckpointError> {
+    // With the candle engine the newest parameters are on the device.
+    l.sync()?;
     std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
     let final_dir = dir.join(dir_name(l.step));
     let tmp = dir.join(format!("{}.tmp", dir_name(l.step)));
@@ -318,6 +324,7 @@ pub fn resume(
         if let Some(o) = optim {
             load_optimizer_tensors(&mut l, o).map_err(|e| file_err(&ckpt.join(OPTIM_FILE), e))?;
         }
+        l.host_changed();
         l.step = manifest.step;
         l.rng = manifest.rng.clone();
         Ok(l)
