@@ -16,7 +16,7 @@ pub struct CandleEngine {
     pub dev: Device,
     /// The training state on the device, built from the host model on the
     /// first update (`None`: the host copy is the newest).
-    pub(crate) resident: Option<Resident>,
+    pub(crate) resident: Option<Box<Resident>>,
 }
 
 /// `N` MLPs on the same input `x` `(B, in)`: `H` broadcast to `(N, B, in)`
@@ -195,7 +195,7 @@ impl CandleEngine {
     ) -> Result<&mut Resident> {
         let r = match self.resident.take() {
             Some(r) => r,
-            None => Resident::upload(model, tower_adam, assist_adam, &self.dev)?,
+            None => Box::new(Resident::upload(model, tower_adam, assist_adam, &self.dev)?),
         };
         Ok(self.resident.insert(r))
     }
