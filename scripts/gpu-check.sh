@@ -60,7 +60,10 @@ bench() { # name, then the arguments of `rliv bench learner`
   shift
   timeout "$step_timeout" "$rliv" bench learner "$@" >"$log/$name.txt" 2>&1 \
     || { cat "$log/$name.txt" >&2; fail "bench $name"; }
-  grep -E 'throughput' "$log/$name.txt" | sed "s/^ */$name: /"
+  local line
+  line=$(grep -E 'throughput' "$log/$name.txt" || true)
+  [ -n "$line" ] || { cat "$log/$name.txt" >&2; fail "bench $name printed no throughput"; }
+  echo "$name: ${line#"${line%%[![:space:]]*}"}"
 }
 say "benchmarks"
 {
