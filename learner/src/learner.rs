@@ -134,13 +134,6 @@ impl Learner {
         self.engine.name()
     }
 
-    /// Replaces the engine (the parameters are brought to the host first).
-    pub fn set_engine(&mut self, engine: Engine) -> Result<(), LearnerError> {
-        self.sync()?;
-        self.engine = engine;
-        Ok(())
-    }
-
     /// Tower names for logs: `click`, `watch`, ...
     pub fn tower_names(&self) -> Vec<&'static str> {
         self.model.tower_names()
@@ -317,6 +310,7 @@ impl Learner {
             decay: cfg.embedding_weight_decay,
             tau: cfg.tau,
         };
+        // `train_step` comes here with the candle engine only.
         let Engine::Candle(c) = &mut self.engine else {
             return Err(LearnerError::NoGradients);
         };

@@ -727,3 +727,52 @@ fn the_engines_take_the_same_consecutive_steps_and_read_each_others_checkpoints(
         }
     }
 }
+
+#[test]
+fn a_batch_with_a_non_finite_loss_is_refused_and_changes_nothing() {
+    for engine in ["fused", "candle"] {
+        let cfg = LearnerConfig {
+            engine: engine.into(),
+            device: if engine == "candle" {
+                candle_device()
+            } else {
+                "cpu".into()
+            },
+            ..tiny()
+        };
+        let mut l = Learner::new(&cfg).expect("learner");
+        let data = samples(64, 12);
+        for s in &data {
+            l.observe(s);
+        }
+        let good: Vec<&Sample> = data.iter().take(32).collect();
+        l.train_step(&good).expect("a finite step");
+        let before = all_tensors(&mut l);
+        // (The candle engine's newest parameters are on its device: its
+        // loss on a batch reads them there.)
+        let loss_before = l.evaluate(&good).expect("loss");
+        // One infinite reward makes the batch's loss infinite or NaN.
+        let mut broken = data[40].clone();
+        broken.reward[1] = f32::INFINITY;
+        let mut bad: Vec<&Sample> = data[32..].iter().collect();
+        bad[8] = &broken;
+        match l.train_step(&bad) {
+            Err(rliv_learner::LearnerError::NonFiniteLoss { step, .. }) => assert_eq!(step, 1),
+            other => panic!("{engine}: expected a refused step, got {other:?}"),
+        }
+        assert_eq!(l.step, 1, "{engine}: the step count moved");
+        assert_eq!(
+            l.evaluate(&good).expect("loss"),
+            loss_before,
+            "{engine}: a refused step changed the parameters"
+        );
+        assert!(
+            all_tensors(&mut l) == before,
+            "{engine}: a refused step changed the parameters or moments"
+        );
+        // The learner goes on with good batches.
+        l.train_step(&good)
+            .expect("a finite step after the refused one");
+        assert_eq!(l.step, 2);
+    }
+}
