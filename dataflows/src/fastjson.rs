@@ -51,6 +51,13 @@ impl<'a> Scan<'a> {
     /// A string of printable ASCII without escapes; the quotes excluded.
     #[inline]
     fn plain_str(&mut self) -> Option<&'a str> {
+        std::str::from_utf8(self.plain_bytes()?).ok()
+    }
+
+    /// [`Scan::plain_str`] as bytes: printable ASCII is valid UTF-8, and the
+    /// keys are compared as bytes (no validation pass per key).
+    #[inline]
+    fn plain_bytes(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
         loop {
@@ -63,7 +70,7 @@ impl<'a> Scan<'a> {
         }
         let s = &self.b[start..self.i];
         self.i += 1;
-        std::str::from_utf8(s).ok()
+        Some(s)
     }
 
     /// An unsigned JSON integer (no sign, fraction or exponent; no leading zero).
@@ -183,14 +190,14 @@ impl<'a> Scan<'a> {
 
     /// Walks `{ "key": value, ... }`, calling `field` for each key; `field`
     /// parses the value and returns `None` to give up.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<()> {
+    fn object(&mut self, mut field: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
         self.ws();
         self.eat(b'{')?;
         self.ws();
         if self.eat(b'}').is_none() {
             loop {
                 self.ws();
-                let key = self.plain_str()?;
+                let key = self.plain_bytes()?;
                 self.ws();
                 self.eat(b':')?;
                 self.ws();
@@ -237,21 +244,21 @@ impl Common {
 
     /// Parses `key` if it is a common field: `Some(true)`; `Some(false)`: not
     /// one of them; `None`: give up.
-    fn field(&mut self, s: &mut Scan<'_>, key: &str) -> Option<bool> {
+    fn field(&mut self, s: &mut Scan<'_>, key: &[u8]) -> Option<bool> {
         match key {
-            "request_id" => {
+            b"request_id" => {
                 self.once(0)?;
                 self.request_id = s.uint()?;
             }
-            "user_id" => {
+            b"user_id" => {
                 self.once(1)?;
                 self.user_id = s.uint()?;
             }
-            "item_id" => {
+            b"item_id" => {
                 self.once(2)?;
                 self.item_id = s.uint()?;
             }
-            "ts_ms" => {
+            b"ts_ms" => {
                 self.once(3)?;
                 self.ts_ms = s.int()?;
             }
@@ -275,19 +282,19 @@ pub(crate) fn exposure(line: &[u8]) -> Option<ExposureWire> {
             return Some(());
         }
         match key {
-            "author_id" => {
+            b"author_id" => {
                 c.once(4)?;
                 author_id = s.uint()?;
             }
-            "position" => {
+            b"position" => {
                 c.once(5)?;
                 position = s.opt_u32()?;
             }
-            "user_feats" => {
+            b"user_feats" => {
                 c.once(6)?;
                 user_feats = s.opt_feats()?;
             }
-            "item_feats" => {
+            b"item_feats" => {
                 c.once(7)?;
                 item_feats = s.opt_feats()?;
             }
@@ -317,11 +324,11 @@ pub(crate) fn action(line: &[u8]) -> Option<ActionWire<'_>> {
             return Some(());
         }
         match key {
-            "action" => {
+            b"action" => {
                 c.once(4)?;
                 action = s.plain_str()?;
             }
-            "value" => {
+            b"value" => {
                 c.once(5)?;
                 value = s.opt_f64()?;
             }
