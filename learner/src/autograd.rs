@@ -34,7 +34,8 @@ pub fn forward_with(layers: &[(&Tensor, &Tensor)], nets: usize, x: &Tensor) -> R
     h.squeeze(2)
 }
 
-fn host_stack(p: &StackParams, dev: &Device) -> Result<Vec<(Tensor, Tensor)>> {
+/// A stack's layers as `(N, in, out)` / `(N, 1, out)` tensors on `dev`.
+pub(crate) fn host_stack(p: &StackParams, dev: &Device) -> Result<Vec<(Tensor, Tensor)>> {
     (0..p.layers())
         .map(|l| {
             let (i, o) = (p.dims[l], p.dims[l + 1]);

@@ -4,12 +4,10 @@
 
 use crate::buffer::{RecentItems, Ring, Sample};
 use crate::config::LearnerConfig;
-use crate::embed::Lookup;
-use crate::embed::PairInput;
+use crate::embed::{Lookup, PairInput};
 use crate::engine::Engine;
 use crate::error::LearnerError;
-use crate::model::Model;
-use crate::model::{Liv, ModelSizes};
+use crate::model::{Liv, Model, ModelSizes};
 use crate::nets::{AdamParams, AdamState};
 use crate::resident::UpdateParams;
 use crate::rng::Rng;

@@ -24,7 +24,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::Optimizer;
 
-use crate::autograd::losses;
+use crate::autograd::{host_stack, losses, Losses};
 use crate::embed::{GatherPlan, Lookup};
 use crate::model::Model;
 use crate::nets::{AdamParams, AdamState, StackParams};
@@ -107,21 +107,8 @@ fn adam_tensors(
     Ok((m2, v2, p2))
 }
 
-/// A stack's layers as `(N, in, out)` / `(N, 1, out)` tensors.
-fn stack_tensors(p: &StackParams, dev: &Device) -> Result<Vec<(Tensor, Tensor)>> {
-    (0..p.layers())
-        .map(|l| {
-            let (i, o) = (p.dims[l], p.dims[l + 1]);
-            Ok((
-                Tensor::from_slice(&p.w[l], (p.nets, i, o), dev)?,
-                Tensor::from_slice(&p.b[l], (p.nets, 1, o), dev)?,
-            ))
-        })
-        .collect()
-}
-
 fn stack_vars(p: &StackParams, dev: &Device) -> Result<Vec<(Var, Var)>> {
-    stack_tensors(p, dev)?
+    host_stack(p, dev)?
         .into_iter()
         .map(|(w, b)| Ok((Var::from_tensor(&w)?, Var::from_tensor(&b)?)))
         .collect()
@@ -142,10 +129,10 @@ fn refs(layers: &[(Var, Var)]) -> Vec<(&Tensor, &Tensor)> {
         .collect()
 }
 
-/// Tensors back into the host buffers of `out` (in `buffers_mut` order).
-fn download(tensors: &[&Tensor], out: &mut StackParams) -> Result<()> {
-    for (t, buf) in tensors.iter().zip(out.buffers_mut()) {
-        *buf = t.flatten_all()?.to_vec1::<f32>()?;
+/// Variables back into the host buffers of `out` (in `buffers_mut` order).
+fn to_host(vars: &[Var], out: &mut StackParams) -> Result<()> {
+    for (v, buf) in vars.iter().zip(out.buffers_mut()) {
+        *buf = v.flatten_all()?.to_vec1::<f32>()?;
     }
     Ok(())
 }
@@ -224,18 +211,16 @@ impl Resident {
         let towers = stack_vars(&model.towers, dev)?;
         let target = stack_vars(&model.target, dev)?;
         let tower_opt = adam_for(&towers, tower_adam, dev)?;
-        let (assist, assist_opt) = match (&model.assist, assist_adam) {
-            (Some(p), Some(a)) => {
+        let (assist, assist_opt) = match &model.assist {
+            Some(p) => {
                 let layers = stack_vars(p, dev)?;
-                let opt = adam_for(&layers, a, dev)?;
+                let opt = match assist_adam {
+                    Some(a) => adam_for(&layers, a, dev)?,
+                    None => adam_for(&layers, &AdamState::new(p), dev)?,
+                };
                 (Some(layers), Some(opt))
             }
-            (Some(p), None) => {
-                let layers = stack_vars(p, dev)?;
-                let opt = adam_for(&layers, &AdamState::new(p), dev)?;
-                (Some(layers), Some(opt))
-            }
-            _ => (None, None),
+            None => (None, None),
         };
         let dim = model.emb.dim;
         let tables = model
@@ -279,23 +264,16 @@ impl Resident {
         tower_adam: &mut AdamState,
         assist_adam: Option<&mut AdamState>,
     ) -> Result<()> {
-        let tensors = |layers: &[(Var, Var)]| -> Vec<Tensor> {
-            flat(layers).iter().map(|v| v.as_tensor().clone()).collect()
-        };
-        let put = |src: &[Tensor], out: &mut StackParams| -> Result<()> {
-            let r: Vec<&Tensor> = src.iter().collect();
-            download(&r, out)
-        };
-        put(&tensors(&self.towers), &mut model.towers)?;
-        put(&tensors(&self.target), &mut model.target)?;
-        put(&var_tensors(&self.tower_opt.m), &mut tower_adam.m)?;
-        put(&var_tensors(&self.tower_opt.v), &mut tower_adam.v)?;
+        to_host(&flat(&self.towers), &mut model.towers)?;
+        to_host(&flat(&self.target), &mut model.target)?;
+        to_host(&self.tower_opt.m, &mut tower_adam.m)?;
+        to_host(&self.tower_opt.v, &mut tower_adam.v)?;
         if let (Some(layers), Some(p)) = (&self.assist, model.assist.as_mut()) {
-            put(&tensors(layers), p)?;
+            to_host(&flat(layers), p)?;
         }
         if let (Some(opt), Some(a)) = (&self.assist_opt, assist_adam) {
-            put(&var_tensors(&opt.m), &mut a.m)?;
-            put(&var_tensors(&opt.v), &mut a.v)?;
+            to_host(&opt.m, &mut a.m)?;
+            to_host(&opt.v, &mut a.v)?;
         }
         for (host, dev) in model.emb.tables.iter_mut().zip(&self.tables) {
             host.weight = dev.weight.flatten_all()?.to_vec1::<f32>()?;
@@ -378,11 +356,35 @@ impl Resident {
         Ok((now, then, rewards, gift))
     }
 
-    fn target_refs(&self) -> Vec<(Tensor, Tensor)> {
-        self.target
+    /// The loss of Eq. 10 with the device's parameters, given `H_t` and the
+    /// plan of `H_{t+1, j}` (built here, without gradient; the target
+    /// towers are read without gradient too).
+    fn losses(
+        &self,
+        model: &Model,
+        h: &Tensor,
+        then: &DevicePlan,
+        rewards: &Tensor,
+        gift: &Tensor,
+    ) -> Result<Losses> {
+        let hn = self.h(&self.rows(then)?, then)?;
+        let target: Vec<(Tensor, Tensor)> = self
+            .target
             .iter()
             .map(|(w, b)| (w.as_tensor().detach(), b.as_tensor().detach()))
-            .collect()
+            .collect();
+        let target: Vec<(&Tensor, &Tensor)> = target.iter().map(|(w, b)| (w, b)).collect();
+        let assist = self.assist.as_deref().map(refs);
+        losses(
+            model,
+            &refs(&self.towers),
+            &target,
+            assist.as_deref(),
+            h,
+            &hn,
+            rewards,
+            gift,
+        )
     }
 
     /// The loss of a batch under the device parameters and, with `grads`,
@@ -399,20 +401,7 @@ impl Resident {
     ) -> Result<(StepStats, Option<Grads>)> {
         let (now, then, rewards, gift) = self.batch(lookup, next, rewards, gift)?;
         let h = Var::from_tensor(&self.h(&self.rows(&now)?, &now)?)?;
-        let hn = self.h(&self.rows(&then)?, &then)?;
-        let target = self.target_refs();
-        let target: Vec<(&Tensor, &Tensor)> = target.iter().map(|(w, b)| (w, b)).collect();
-        let assist = self.assist.as_deref().map(refs);
-        let l = losses(
-            model,
-            &refs(&self.towers),
-            &target,
-            assist.as_deref(),
-            h.as_tensor(),
-            &hn,
-            &rewards,
-            &gift,
-        )?;
+        let l = self.losses(model, h.as_tensor(), &then, &rewards, &gift)?;
         let stats = l.stats()?;
         if !grads {
             return Ok((stats, None));
@@ -446,7 +435,6 @@ impl Resident {
 
     /// One TD update on the device. Returns the figures of the batch before
     /// the update; when its loss is not finite, nothing is updated.
-    #[allow(clippy::too_many_arguments)]
     pub fn train(
         &mut self,
         model: &Model,
@@ -459,20 +447,7 @@ impl Resident {
         let (now, then, rewards, gift) = self.batch(lookup, next, rewards, gift)?;
         let rows = Var::from_tensor(&self.rows(&now)?)?;
         let h = self.h(rows.as_tensor(), &now)?;
-        let hn = self.h(&self.rows(&then)?, &then)?;
-        let target = self.target_refs();
-        let target: Vec<(&Tensor, &Tensor)> = target.iter().map(|(w, b)| (w, b)).collect();
-        let assist = self.assist.as_deref().map(refs);
-        let l = losses(
-            model,
-            &refs(&self.towers),
-            &target,
-            assist.as_deref(),
-            &h,
-            &hn,
-            &rewards,
-            &gift,
-        )?;
+        let l = self.losses(model, &h, &then, &rewards, &gift)?;
         let stats = l.stats()?;
         if !stats.loss.is_finite() {
             return Ok(stats);
@@ -501,7 +476,7 @@ impl Resident {
     /// updated and written back in place (`scatter_set`); the other rows
     /// and their moments are not touched.
     fn sparse_adam(
-        &mut self,
+        &self,
         rows: &Tensor,
         grad: &Tensor,
         p: &DevicePlan,
@@ -531,8 +506,4 @@ impl Resident {
         }
         Ok(())
     }
-}
-
-fn var_tensors(vars: &[Var]) -> Vec<Tensor> {
-    vars.iter().map(|v| v.as_tensor().clone()).collect()
 }

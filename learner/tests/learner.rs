@@ -596,7 +596,6 @@ fn spread(a: &[f32], b: &[f32], tol: f32) -> (f32, usize) {
 
 /// Every parameter and Adam moment of two learners, by checkpoint name.
 fn all_tensors(l: &mut Learner) -> Vec<(String, Vec<f32>)> {
-    l.sync().expect("sync");
     let flat = |v: Vec<(String, candle_core::Tensor)>| -> Vec<(String, Vec<f32>)> {
         v.into_iter()
             .map(|(n, t)| {
