@@ -55,6 +55,24 @@ impl PairKey {
     pub fn shard_hash(&self) -> u64 {
         mix64(self.user_id ^ mix64(self.author_id.wrapping_add(0x9E37_79B9_7F4A_7C15)))
     }
+
+    /// The process that owns this pair when the job runs on `processes`
+    /// processes: [`user_process`] of its user.
+    pub fn process(&self, processes: usize) -> usize {
+        user_process(self.user_id, processes)
+    }
+}
+
+/// The process that owns every pair of `user_id` in a job on `processes`
+/// processes (cluster mode shards the pair state by user, so that a user's
+/// pairs, `rliv dump --user` and a /rank request's lookups are on one shard).
+/// Independent of the pair's worker within the process
+/// ([`PairKey::shard_hash`]). 0 when `processes` is 0 or 1.
+pub fn user_process(user_id: u64, processes: usize) -> usize {
+    if processes <= 1 {
+        return 0;
+    }
+    (mix64(user_id ^ 0xD1B5_4A32_D192_ED03) % processes as u64) as usize
 }
 
 /// SplitMix64 finalizer: a cheap, well-mixing, stable hash of a u64.

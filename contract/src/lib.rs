@@ -20,7 +20,9 @@ pub mod json;
 pub mod prom;
 pub mod transition;
 
-pub use counters::{mix64, put_varint, PairCounters, PairKey, PairSnapshot, Rewards, StateCounts};
+pub use counters::{
+    mix64, put_varint, user_process, PairCounters, PairKey, PairSnapshot, Rewards, StateCounts,
+};
 pub use hash::{FastMap, FastSet};
 pub use transition::{Feats, Fed, Transition};
 

@@ -6,13 +6,16 @@
 //! window snapshots live in column family `meta` and are written in the same
 //! `WriteBatch` as the pair counters they produced ([`Commit`]).
 
+mod layout;
 mod store;
 
 // The pair's types are the contract's: re-exported so that the store's users
 // see one set of names.
+pub use layout::{shard_dir, Layout};
 pub use rliv_contract::{hash, json};
 pub use rliv_contract::{
-    mix64, put_varint, FastMap, FastSet, PairCounters, PairKey, PairSnapshot, Rewards, StateCounts,
+    mix64, put_varint, user_process, FastMap, FastSet, PairCounters, PairKey, PairSnapshot,
+    Rewards, StateCounts,
 };
 pub use store::{Commit, Store, StoreOptions};
 

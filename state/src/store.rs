@@ -52,6 +52,8 @@ impl Default for StoreOptions {
 #[derive(Default, Debug)]
 pub struct Commit {
     pub pairs: Vec<(PairKey, Vec<u8>)>,
+    /// Pairs removed (a cluster shard rolling back a commit that created them).
+    pub pair_deletes: Vec<PairKey>,
     /// Meta keys whose prefix is deleted before `meta_puts` are written.
     pub meta_delete_prefixes: Vec<Vec<u8>>,
     pub meta_puts: Vec<(Vec<u8>, Vec<u8>)>,
@@ -157,6 +159,18 @@ impl Store {
         Ok(out)
     }
 
+    /// The stored values of `keys`, undecoded (a cluster shard's pre-images).
+    pub fn get_pairs_raw(&self, keys: &[PairKey]) -> Result<Vec<Option<Vec<u8>>>, StateError> {
+        let cf = self.cf(CF_PAIRS)?;
+        let encoded: Vec<[u8; 16]> = keys.iter().map(PairKey::encode).collect();
+        let sorted = encoded.windows(2).all(|w| w[0] <= w[1]);
+        self.db
+            .batched_multi_get_cf(cf, &encoded, sorted)
+            .into_iter()
+            .map(|r| r.map(|v| v.map(|v| v.to_vec())).map_err(StateError::Db))
+            .collect()
+    }
+
     pub fn get_pair(&self, key: PairKey) -> Result<Option<PairCounters>, StateError> {
         Ok(self.get_pairs(&[key])?.pop().flatten())
     }
@@ -190,6 +204,9 @@ impl Store {
         let mut batch = WriteBatch::default();
         for (k, v) in &commit.pairs {
             batch.put_cf(pairs, k.encode(), v);
+        }
+        for k in &commit.pair_deletes {
+            batch.delete_cf(pairs, k.encode());
         }
         for prefix in &commit.meta_delete_prefixes {
             for (k, _) in self.meta_with_prefix(prefix)? {
