@@ -80,6 +80,9 @@ pub struct ReplayConfig {
     /// With `false` (`--keep-open`) open exposures stay in the state and the next
     /// replay onto it continues them, as if the inputs were one stream.
     pub drain_at_end: bool,
+    /// Cluster mode (`--processes N`): how long a process waits for its
+    /// peers to come up and connect before it gives up with an error.
+    pub cluster_connect_timeout_ms: u64,
 }
 
 impl Default for ReplayConfig {
@@ -93,6 +96,7 @@ impl Default for ReplayConfig {
             pair_cache_entries: 2_000_000,
             transitions_channel_capacity: 65536,
             drain_at_end: true,
+            cluster_connect_timeout_ms: 60_000,
         }
     }
 }

@@ -47,6 +47,19 @@ pub(crate) struct JobArgs {
     /// from --checkpoints; `run` defaults them to STATE/checkpoints).
     #[arg(long)]
     pub(crate) serve: Option<String>,
+    /// Cluster mode: the number of processes of the job (each runs this
+    /// command with its own --process; all with the same -w and config).
+    #[arg(long, requires_all = ["process", "hosts"], help_heading = "Cluster mode")]
+    pub(crate) processes: Option<usize>,
+    /// Cluster mode: this process's index, 0..processes. Process 0 reads the
+    /// input, writes the outputs and the job checkpoint, and runs --train.
+    #[arg(long, requires = "processes", help_heading = "Cluster mode")]
+    pub(crate) process: Option<usize>,
+    /// Cluster mode: a file with one host:port per line, process 0 first;
+    /// each process listens on its own line. Process I keeps its pair state
+    /// in STATE/pI.
+    #[arg(long, requires = "processes", help_heading = "Cluster mode")]
+    pub(crate) hosts: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -123,6 +136,15 @@ pub(crate) fn replay(
     }
     if args.keep_open {
         req.replay.drain_at_end = false;
+    }
+    if let (Some(n), Some(i), Some(hosts)) = (job.processes, job.process, &job.hosts) {
+        let spec = rliv_dataflows::job::ClusterSpec::from_host_file(hosts, n, i)?;
+        if i != 0 && (job.train || job.serve.is_some()) {
+            anyhow::bail!(rliv::train::UsageError(format!(
+                "--process {i}: --train and --serve run on process 0 (it holds the transition log and the checkpoint)"
+            )));
+        }
+        req.cluster = Some(spec);
     }
     let progress = Arc::new(Progress::default());
     req.progress = Some(progress.clone());
@@ -225,6 +247,20 @@ pub(crate) fn progress_bar(p: &Progress, done: &std::sync::atomic::AtomicBool) {
 }
 
 pub(crate) fn print_summary(s: &Summary, what: &str) {
+    if let Some(i) = s.process.filter(|i| *i != 0) {
+        eprintln!(
+            "{what}: process {i} {} in {:.2}s ({} workers), peak RSS {:.0} MiB; process 0 reports the job",
+            if s.up_to_date {
+                "had nothing to do (the state holds exactly these inputs)"
+            } else {
+                "finished its part"
+            },
+            s.elapsed_s,
+            s.workers,
+            s.peak_rss_bytes as f64 / (1 << 20) as f64
+        );
+        return;
+    }
     if s.up_to_date {
         eprintln!(
             "replay: the state already holds exactly these inputs, replayed to the end; nothing to do \

@@ -54,6 +54,18 @@ pub(super) struct Committer {
     pub(super) epochs_done: u64,
     /// Kafka topics for transitions and dead letters (`rliv run`).
     pub(super) sink: Option<crate::kafka::KafkaSink>,
+    /// Cluster mode: the shards' acknowledgements (the pairs and windows
+    /// live in the shards; this committer writes the commit point).
+    pub(super) cluster: Option<ShardAcks>,
+}
+
+/// What process 0's committer knows of the shards (see `shard`).
+pub(super) struct ShardAcks {
+    pub(super) processes: usize,
+    /// Every shard has processed every epoch below it.
+    pub(super) before: u64,
+    /// (process, open exposures) per acknowledged commit epoch.
+    pub(super) acks: std::collections::BTreeMap<u64, Vec<(usize, u64)>>,
 }
 
 impl Committer {
@@ -79,11 +91,35 @@ impl Committer {
                         }
                     }
                 }
-                Report::Frontier { worker, before: b } => {
-                    if let Some(slot) = before.get_mut(worker) {
-                        *slot = (*slot).max(b);
+                Report::Ack {
+                    process,
+                    epoch,
+                    open,
+                } => {
+                    if let Some(c) = self.cluster.as_mut() {
+                        c.acks.entry(epoch).or_default().push((process, open));
                     }
-                    let complete = before.iter().copied().min().unwrap_or(0);
+                }
+                Report::Frontier { .. } | Report::Acked { .. } => {
+                    match msg {
+                        Report::Frontier { worker, before: b } => {
+                            if let Some(slot) = before.get_mut(worker) {
+                                *slot = (*slot).max(b);
+                            }
+                        }
+                        Report::Acked { before: b } => {
+                            if let Some(c) = self.cluster.as_mut() {
+                                c.before = c.before.max(b);
+                            }
+                        }
+                        _ => {}
+                    }
+                    let mut complete = before.iter().copied().min().unwrap_or(0);
+                    if let Some(c) = &self.cluster {
+                        // An epoch is finished here only once every shard
+                        // has committed it (when it is a commit epoch).
+                        complete = complete.min(c.before);
+                    }
                     loop {
                         let next_mark = marks.keys().next().copied().filter(|e| *e < complete);
                         let next_acc = accs.keys().next().copied().filter(|e| *e < complete);
@@ -98,7 +134,11 @@ impl Committer {
                                 failed = Some(e);
                             }
                         }
-                        self.done_before.store(epoch + 1, Ordering::Release);
+                        // Not past a failure: the cluster's shards prune
+                        // their pre-images behind this (see `shard`).
+                        if failed.is_none() {
+                            self.done_before.store(epoch + 1, Ordering::Release);
+                        }
                     }
                 }
             }
@@ -178,7 +218,21 @@ impl Committer {
         if !mark.commit {
             return Ok(());
         }
-        if acc.snapshots.len() != self.workers {
+        if let Some(c) = self.cluster.as_mut() {
+            let acks = c.acks.remove(&epoch).unwrap_or_default();
+            let mut from: Vec<usize> = acks.iter().map(|(p, _)| *p).collect();
+            from.sort_unstable();
+            from.dedup();
+            if from.len() != c.processes || acks.len() != c.processes {
+                return Err(JobError::Aborted(format!(
+                    "epoch {epoch}: shard commits arrived from processes {from:?} of {}",
+                    c.processes
+                )));
+            }
+            // Older entries cannot be used any more.
+            c.acks.retain(|e, _| *e > epoch);
+            self.cp.open_exposures = acks.iter().map(|(_, o)| o).sum();
+        } else if acc.snapshots.len() != self.workers {
             return Err(JobError::Aborted(format!(
                 "epoch {epoch}: {} of {} window snapshots arrived",
                 acc.snapshots.len(),
@@ -187,18 +241,20 @@ impl Committer {
         }
         self.cp.finished = mark.last && !mark.stopped;
         self.cp.commits += 1;
-        // A snapshot that does not decode would be restored as an empty
-        // window on resume: fail the commit instead of counting it as zero.
-        let mut open = 0u64;
-        for (w, s) in &acc.snapshots {
-            let (_, j) = decode_snapshot(s).map_err(|e| {
-                JobError::Aborted(format!(
-                    "epoch {epoch}: worker {w}'s window snapshot does not decode: {e}"
-                ))
-            })?;
-            open += j.open_exposures() as u64;
+        if self.cluster.is_none() {
+            // A snapshot that does not decode would be restored as an empty
+            // window on resume: fail the commit instead of counting it as zero.
+            let mut open = 0u64;
+            for (w, s) in &acc.snapshots {
+                let (_, j) = decode_snapshot(s).map_err(|e| {
+                    JobError::Aborted(format!(
+                        "epoch {epoch}: worker {w}'s window snapshot does not decode: {e}"
+                    ))
+                })?;
+                open += j.open_exposures() as u64;
+            }
+            self.cp.open_exposures = open;
         }
-        self.cp.open_exposures = open;
         let sync = self.sync;
         if let Some(t) = self.transitions.as_mut() {
             t.flush(sync)?;

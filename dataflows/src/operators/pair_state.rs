@@ -22,10 +22,14 @@ pub struct TransitionOutputs {
 }
 
 pub trait PairState<'scope> {
-    /// Applies interactions routed by pair hash; `durable_before` is the
-    /// committer's "every epoch below this is in RocksDB".
+    /// Applies interactions routed to the worker that owns their pair;
+    /// `durable_before` is the committer's "every epoch below this is in
+    /// RocksDB". With `processes > 1` (cluster mode) a pair lives on the
+    /// process of its user ([`rliv_state::user_process`]), and on the
+    /// worker of its pair hash within that process.
     fn pair_state<S: PairSource + Send + Sync + 'static>(
         self,
+        processes: usize,
         source: Arc<S>,
         cache_entries: usize,
         durable_before: Arc<AtomicU64>,
@@ -37,6 +41,7 @@ pub trait PairState<'scope> {
 impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
     fn pair_state<S: PairSource + Send + Sync + 'static>(
         self,
+        processes: usize,
         source: Arc<S>,
         cache_entries: usize,
         durable_before: Arc<AtomicU64>,
@@ -44,8 +49,10 @@ impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
         abort: AbortHandle,
     ) -> Stream<'scope, u64, Vec<Side>> {
         let me = self.scope().index() as u64;
+        let processes = processes.max(1);
+        let threads = (self.scope().peers() / processes).max(1) as u64;
         let route = move |j: &Joined| match j {
-            Joined::Interaction(i) => i.exposure.pair().shard_hash(),
+            Joined::Interaction(i) => pair_worker(i.exposure.pair(), processes, threads),
             Joined::Side(_) => me,
         };
         self.unary_frontier(Exchange::new(route), "PairState", move |_cap, _info| {
@@ -98,6 +105,13 @@ impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
         })
         .container::<Vec<_>>()
     }
+}
+
+/// The global worker index that owns `pair` on `processes` processes of
+/// `threads` workers each (timely numbers process `p`'s workers
+/// `p * threads ..`). With one process: the pair hash over the workers.
+pub fn pair_worker(pair: rliv_state::PairKey, processes: usize, threads: u64) -> u64 {
+    pair.process(processes) as u64 * threads + pair.shard_hash() % threads
 }
 
 fn batch_of(

@@ -34,6 +34,16 @@ pub enum Report {
         worker: usize,
         before: u64,
     },
+    /// Cluster mode: process `process` committed its shard at `epoch`.
+    Ack {
+        process: usize,
+        epoch: u64,
+        open: u64,
+    },
+    /// Cluster mode: every shard has processed every epoch below `before`.
+    Acked {
+        before: u64,
+    },
 }
 
 pub trait ReportSink {
