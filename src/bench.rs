@@ -29,6 +29,11 @@ pub enum BenchCmd {
         /// Also write transitions (JSONL) during the replay.
         #[arg(long)]
         transitions: bool,
+        /// Cluster mode: run the job as this many processes of -w workers
+        /// each, all on 127.0.0.1 (measures the network hop against one
+        /// process with the same total of workers).
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
     },
     /// TD samples per second of the learner at the configured batch size
     /// (synthetic transitions, default model), FLOPs per sample, memory.
@@ -91,7 +96,16 @@ pub fn run(cfg: &Config, cmd: BenchCmd, config_file: Option<&Path>) -> Result<()
             workers,
             dir,
             transitions,
-        } => bench_replay(cfg, exposures, workers, dir, transitions, config_file),
+            processes,
+        } => bench_replay(
+            cfg,
+            exposures,
+            workers,
+            processes,
+            dir,
+            transitions,
+            config_file,
+        ),
         BenchCmd::State { pairs, dir } => bench_state(cfg, pairs, dir),
         BenchCmd::Kafka { exposures, workers } => crate::bench_kafka::run(cfg, exposures, workers),
         BenchCmd::Serve {
@@ -128,10 +142,16 @@ fn bench_replay(
     cfg: &Config,
     exposures: u64,
     workers: usize,
+    processes: usize,
     dir: Option<PathBuf>,
     transitions: bool,
     config_file: Option<&Path>,
 ) -> Result<()> {
+    if processes == 0 {
+        bail!(crate::train::UsageError(
+            "--processes must be at least 1".into()
+        ));
+    }
     let (dir, _keep) = work_dir(dir)?;
     let data = dir.join(format!("log-{exposures}"));
     if !data.join("actions.jsonl").exists() {
@@ -154,47 +174,94 @@ fn bench_replay(
                 .unwrap_or(0)
         })
         .sum();
-    let state = dir.join(format!("state-{exposures}-w{workers}"));
+    let state = dir.join(format!("state-{exposures}-p{processes}-w{workers}"));
     if state.exists() {
         std::fs::remove_dir_all(&state)?;
     }
     let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
-    if let Some(c) = config_file {
-        cmd.arg("--config").arg(c);
+    let hosts = dir.join("bench-hosts");
+    if processes > 1 {
+        // Free loopback ports (bound, then released for the job).
+        let ls: Vec<std::net::TcpListener> = (0..processes)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+            .collect::<std::io::Result<_>>()?;
+        let mut text = String::new();
+        for l in &ls {
+            text += &format!("{}\n", l.local_addr()?);
+        }
+        std::fs::write(&hosts, text)?;
     }
-    cmd.args([
-        "replay",
-        "--json",
-        "-q",
-        "-w",
-        &workers.to_string(),
-        "--exposures",
-    ])
-    .arg(data.join("exposures.jsonl"))
-    .arg("--actions")
-    .arg(data.join("actions.jsonl"))
-    .arg("--state")
-    .arg(&state);
-    if transitions {
-        cmd.arg("--transitions").arg(dir.join("transitions.jsonl"));
-    }
+    let command = |process: usize| {
+        let mut cmd = Command::new(&exe);
+        if let Some(c) = config_file {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args([
+            "replay",
+            "--json",
+            "-q",
+            "-w",
+            &workers.to_string(),
+            "--exposures",
+        ])
+        .arg(data.join("exposures.jsonl"))
+        .arg("--actions")
+        .arg(data.join("actions.jsonl"))
+        .arg("--state")
+        .arg(&state);
+        if transitions {
+            cmd.arg("--transitions").arg(dir.join("transitions.jsonl"));
+        }
+        if processes > 1 {
+            cmd.args([
+                "--processes",
+                &processes.to_string(),
+                "--process",
+                &process.to_string(),
+                "--hosts",
+            ])
+            .arg(&hosts);
+        }
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd
+    };
     let t = Instant::now();
-    let out = cmd.output().context("running rliv replay")?;
+    let children = (0..processes)
+        .rev()
+        .map(|i| command(i).spawn())
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("running rliv replay")?;
+    let mut outs = children
+        .into_iter()
+        .map(|c| c.wait_with_output())
+        .collect::<std::io::Result<Vec<_>>>()?;
     let wall = t.elapsed().as_secs_f64();
-    if !out.status.success() {
-        bail!(
-            "rliv replay failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    outs.reverse();
+    for (i, out) in outs.iter().enumerate() {
+        if !out.status.success() {
+            bail!(
+                "rliv replay (process {i}) failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
+    let mut rss = Vec::new();
+    for out in &outs[1..] {
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        rss.push(v["peak_rss_bytes"].as_f64().unwrap_or(0.0));
+    }
+    let out = &outs[0];
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let lines = summary["run"]["lines"].as_u64().unwrap_or(0);
     let pairs = summary["pairs_total"].as_u64().unwrap_or(0);
-    let store = Store::open(&state, &cfg.state)?;
-    store.compact()?;
-    let sst = store.pairs_sst_bytes()?;
-    println!("bench replay: {exposures} exposures, {lines} input events ({:.0} MiB JSONL), {workers} workers, {} cores",
+    let mut sst = 0;
+    for d in rliv_state::Layout::of(&state)?.dirs() {
+        let store = Store::open(&d, &cfg.state)?;
+        store.compact()?;
+        sst += store.pairs_sst_bytes()?;
+    }
+    println!("bench replay: {exposures} exposures, {lines} input events ({:.0} MiB JSONL), {processes} process(es) x {workers} workers, {} cores",
         bytes as f64 / (1 << 20) as f64, std::thread::available_parallelism().map_or(0, |n| n.get()));
     println!(
         "  job time        {:.2} s (process wall {:.2} s)",
@@ -206,8 +273,18 @@ fn bench_replay(
         summary["events_per_s"].as_f64().unwrap_or(0.0)
     );
     println!(
-        "  peak RSS        {:.0} MiB",
-        summary["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64
+        "  peak RSS        {:.0} MiB{}",
+        summary["peak_rss_bytes"].as_f64().unwrap_or(0.0) / (1 << 20) as f64,
+        if rss.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " (process 0); the others {:?} MiB",
+                rss.iter()
+                    .map(|r| (r / (1 << 20) as f64).round())
+                    .collect::<Vec<_>>()
+            )
+        }
     );
     println!(
         "  pairs           {pairs}; after compaction {:.1} bytes/pair on disk",

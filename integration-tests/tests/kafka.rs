@@ -778,3 +778,105 @@ fn chaos_kills_and_broker_restarts_at_random_points() {
     );
     assert!(failures.is_empty(), "chaos: {}", failures.join("; "));
 }
+
+/// Every process of a cluster `rliv run --until-end` (process `fail.0` with
+/// failpoint `fail.1`); their outputs, process 0 first.
+fn cluster_run(env: &Env, dir: &Path, state: &Path, fail: Option<(usize, &str)>) -> Vec<Output> {
+    let listeners: Vec<_> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let hosts = dir.join(format!(
+        "hosts-{}",
+        listeners[0].local_addr().expect("addr").port()
+    ));
+    let text: String = listeners
+        .iter()
+        .map(|l| format!("{}\n", l.local_addr().expect("addr")))
+        .collect();
+    std::fs::write(&hosts, text).expect("hosts");
+    drop(listeners);
+    let children: Vec<_> = [1usize, 0]
+        .iter()
+        .map(|&i| {
+            let mut c = env.cmd(&[
+                "run",
+                "-q",
+                "--until-end",
+                "--state",
+                s(state),
+                "-w",
+                "1",
+                "--processes",
+                "2",
+                "--process",
+                &i.to_string(),
+                "--hosts",
+                s(&hosts),
+            ]);
+            if let Some((_, point)) = fail.filter(|f| f.0 == i) {
+                c.env("RLIV_FAILPOINT", point);
+            }
+            c.stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    let mut outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait"))
+        .collect();
+    outs.reverse();
+    outs
+}
+
+#[test]
+fn a_cluster_run_on_kafka_matches_one_process_and_resumes_exactly_after_a_kill() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let broker = Broker::start(&dir.path().join("broker")).expect("start tansu");
+    let env = Env::new(&broker, "cluster");
+    load(&env, dir.path(), 2, 30_000);
+    let whole = dir.path().join("whole");
+    run_to_end(&env, &whole, 2);
+    let reference = dump(&env, &whole);
+    assert!(reference.lines().count() > 1000);
+    let read =
+        |p: &Path| std::fs::read_to_string(p.join("dead-letters.jsonl")).expect("dead letters");
+
+    let state = dir.path().join("cluster");
+    for (i, o) in cluster_run(&env, dir.path(), &state, None)
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            o.status.success(),
+            "process {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_same_dump(&dump(&env, &state), &reference, "2 processes x 1 worker");
+    assert_same_dump(&read(&state), &read(&whole), "dead letters of 2 processes");
+
+    // Process 1 killed after one of its shard commits, then both restarted.
+    let killed = dir.path().join("killed");
+    let outs = cluster_run(&env, dir.path(), &killed, Some((1, "shard.after_commit:3")));
+    assert!(!outs[1].status.success(), "process 1 was not killed");
+    let err = String::from_utf8_lossy(&outs[0].stderr);
+    assert!(!err.contains("panicked at"), "a panic trace: {err}");
+    for (i, o) in cluster_run(&env, dir.path(), &killed, None)
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            o.status.success(),
+            "restart of process {i}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_same_dump(&dump(&env, &killed), &reference, "after a killed process");
+    assert_same_dump(
+        &read(&killed),
+        &read(&whole),
+        "dead letters after a killed process",
+    );
+}
