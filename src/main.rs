@@ -249,7 +249,8 @@ fn run(cli: Cli) -> Result<()> {
             cli::replay::replay(&cfg, args, None)
         }
         Cmd::Run(mut args) => {
-            let (run, _progress) = rliv::run::kafka_run(&cfg.kafka, args.until_end)?;
+            let peer = args.job.process.filter(|i| *i != 0);
+            let (run, _progress) = rliv::run::kafka_run(&cfg.kafka, args.until_end, peer)?;
             let job = &mut args.job;
             if job.checkpoints.is_none() && job.serve.is_some() {
                 job.checkpoints = Some(job.state.join("checkpoints"));

@@ -18,12 +18,19 @@ use rliv_dataflows::kafka::{KafkaConfig, KafkaProgress, QuietEof};
 pub fn kafka_run(
     cfg: &KafkaConfig,
     until_end: bool,
+    cluster_peer: Option<usize>,
 ) -> Result<(rliv_dataflows::job::KafkaRun, Arc<KafkaProgress>)> {
     let progress = Arc::new(KafkaProgress::default());
-    let stop = crate::signal::install(
-        "run: stopping at the next chunk boundary and committing (the state stays consistent)",
-    )
-    .context("installing the SIGTERM/SIGINT handlers")?;
+    let what = match cluster_peer {
+        Some(i) => format!(
+            "run: process {i} exits now (signal process 0 to stop a cluster at a chunk boundary)"
+        ),
+        None => {
+            "run: stopping at the next chunk boundary and committing (the state stays consistent)"
+                .into()
+        }
+    };
+    let stop = crate::signal::install(&what).context("installing the SIGTERM/SIGINT handlers")?;
     Ok((
         rliv_dataflows::job::KafkaRun {
             cfg: cfg.clone(),

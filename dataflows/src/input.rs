@@ -91,6 +91,7 @@ pub struct Chunk {
     /// Line number of the first line in `data`.
     pub first_line: u64,
     /// Lines, each ending in `\n` (over-long lines cut to the limit).
+    #[serde(with = "crate::raw_bytes")]
     pub data: Vec<u8>,
     /// Indices (within the chunk) of lines that were cut.
     pub too_long: Vec<u32>,

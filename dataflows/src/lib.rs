@@ -26,6 +26,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod operators;
 pub mod pairs;
+mod raw_bytes;
 mod wire;
 
 pub use config::{JobConfigError, JoinConfig, ReplayConfig};

@@ -150,10 +150,12 @@ pub(crate) fn replay(
     req.progress = Some(progress.clone());
     if !is_run {
         // A run installs its own stop (`run::kafka_run`).
-        let stop = rliv::signal::install(
-            "replay: stopping at the next chunk boundary and committing (the same command resumes it)",
-        )
-        .context("installing the SIGTERM/SIGINT handlers")?;
+        let what = match job.process.filter(|i| *i != 0) {
+            Some(i) => format!("replay: process {i} exits now (signal process 0 to stop a cluster at a chunk boundary)"),
+            None => "replay: stopping at the next chunk boundary and committing (the same command resumes it)".into(),
+        };
+        let stop =
+            rliv::signal::install(&what).context("installing the SIGTERM/SIGINT handlers")?;
         req.stop = Some(stop.flag());
     }
     let learner = match (job.train, &job.checkpoints) {

@@ -934,6 +934,29 @@ fn run_peer(req: ReplayRequest, spec: ClusterSpec, started: Instant) -> Result<S
     )?;
     wiring.cluster = Some(c);
     cluster::exit_on_panic(spec.process);
+    // Only process 0 can stop the cluster at a chunk boundary (it reads the
+    // input): a stop request here ends this process at once, which stops
+    // the others as a lost peer; every commit stays consistent.
+    let stop = req
+        .stop
+        .clone()
+        .or_else(|| req.kafka.as_ref().map(|k| k.stop.clone()));
+    if let Some(stop) = stop {
+        let process = spec.process;
+        std::thread::Builder::new()
+            .name("rliv-peer-stop".into())
+            .spawn(move || loop {
+                if stop.load(Ordering::Relaxed) {
+                    eprintln!(
+                        "rliv: process {process}: stopped by a signal; the other processes stop too. \
+                         To stop a cluster at a chunk boundary, signal process 0. Restart every process to resume."
+                    );
+                    std::process::exit(143);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            })
+            .map_err(|e| JobError::Aborted(format!("starting the stop watcher: {e}")))?;
+    }
     let guards = cluster::execute(sockets, spec.process, workers, worker_body(wiring))?;
     for r in guards.join() {
         if let Err(e) = r {

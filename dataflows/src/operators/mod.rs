@@ -69,6 +69,7 @@ pub struct TransitionBatch {
     /// (pair, ts_ms, request_id, item_id) of each transition.
     pub keys: Vec<(PairKey, i64, u64, u64)>,
     /// JSON lines, when a transitions file is written; line `i` ends at `ends[i]`.
+    #[serde(with = "crate::raw_bytes")]
     pub lines: Vec<u8>,
     pub ends: Vec<u32>,
     /// The records, when an in-process consumer is attached.
@@ -81,7 +82,7 @@ pub enum Side {
     Dead(DeadLetter),
     Counts(Counters),
     /// A join worker's window snapshot (bincode), at commit epochs.
-    Snapshot(u32, Vec<u8>),
+    Snapshot(u32, #[serde(with = "crate::raw_bytes")] Vec<u8>),
     Transitions(TransitionBatch),
     /// New pair values (encoded) of one epoch on one worker.
     Puts(Vec<(PairKey, Vec<u8>)>),
