@@ -85,6 +85,7 @@ enum Cmd {
     },
     /// Print pair state, sorted by (user_id, author_id).
     Dump {
+        /// State directory: one store, or a cluster job's shards p0..pN (merged).
         #[arg(long)]
         state: PathBuf,
         /// Only this user's pairs (one prefix scan).
@@ -102,7 +103,8 @@ enum Cmd {
     /// Serve POST /rank over the pair state and the newest checkpoint (hot reload).
     /// SIGTERM or SIGINT stops it: the requests in flight are answered, then it exits 0.
     Serve {
-        /// Pair-state directory (read as a RocksDB secondary; a replay may be writing it).
+        /// Pair-state directory (read as a RocksDB secondary; a replay may be writing it):
+        /// one store, or a cluster job's shards p0..pN (each user read from its own).
         #[arg(long)]
         state: PathBuf,
         /// Checkpoint directory of the learner (watched for new checkpoints).
@@ -114,6 +116,7 @@ enum Cmd {
     },
     /// Show the job checkpoint of a state directory (input positions, counters).
     Status {
+        /// State directory: one store, or a cluster job's shards (checkpoint in p0).
         #[arg(long)]
         state: PathBuf,
     },
@@ -335,7 +338,15 @@ fn run(cli: Cli) -> Result<()> {
             limit,
         } => cli::dump::dump(&state, user, author, format, limit),
         Cmd::Status { state } => {
-            let store = Store::open_read_only(&state)?;
+            // A cluster state's checkpoint is in process 0's shard; stdout
+            // stays the checkpoint alone, the shards are listed on stderr.
+            let layout = rliv_state::Layout::of(&state)?;
+            if let rliv_state::Layout::Cluster(dirs) = &layout {
+                for (i, dir) in dirs.iter().enumerate() {
+                    eprintln!("shard {i}: {}", dir.display());
+                }
+            }
+            let store = Store::open_read_only(layout.primary())?;
             match rliv_dataflows::Checkpoint::load(&store)? {
                 Some(cp) => println!("{}", serde_json::to_string_pretty(&cp)?),
                 None => println!("{}: no replay has committed yet", state.display()),

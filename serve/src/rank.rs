@@ -13,10 +13,11 @@ use rliv_learner::checkpoint;
 use rliv_learner::embed::PairInput;
 use rliv_learner::engine::Engine;
 use rliv_learner::Model;
-use rliv_state::{PairKey, PairSnapshot, StateError, Store};
+use rliv_state::{PairSnapshot, StateError};
 use serde::Deserialize;
 
 use crate::counters::{ErrorKind, Metrics, BUCKETS};
+use crate::shards::PairShards;
 
 /// Reads a lock whose holder may have panicked: the values behind the locks
 /// here are replaced whole (an `Option<Arc<..>>`), never left half-written,
@@ -77,7 +78,8 @@ pub struct AppState {
     pub checkpoints: PathBuf,
     pub state_dir: PathBuf,
     pub model: RwLock<Option<Arc<Served>>>,
-    pub store: RwLock<Option<Arc<Store>>>,
+    /// The pair state (every store of the state directory), once it is open.
+    pub store: RwLock<Option<Arc<PairShards>>>,
     pub metrics: Metrics,
     pub stop: AtomicBool,
     /// The learner training in this process, if any (its figures go to /metrics).
@@ -148,7 +150,7 @@ impl AppState {
     }
 
     /// The pair state, once it is open.
-    pub fn pair_state(&self) -> Option<Arc<Store>> {
+    pub fn pair_state(&self) -> Option<Arc<PairShards>> {
         read_lock(&self.store).clone()
     }
 
@@ -198,18 +200,20 @@ impl AppState {
         }
     }
 
-    fn counters(
+    /// The counters of `user`'s pairs with `authors` that the pair state
+    /// holds (none while it is not open): one multi-get on the user's shard.
+    pub(crate) fn counters(
         &self,
         user: u64,
         authors: &[u64],
     ) -> Result<HashMap<u64, PairSnapshot>, RankError> {
-        let store = self.pair_state();
         let mut out = HashMap::new();
-        let Some(store) = store else {
+        let Some(shards) = self.pair_state() else {
             return Ok(out);
         };
-        let keys: Vec<PairKey> = authors.iter().map(|a| PairKey::new(user, *a)).collect();
-        let found = store.get_pairs(&keys).map_err(RankError::PairState)?;
+        let found = shards
+            .get_pairs(user, authors)
+            .map_err(RankError::PairState)?;
         for (a, c) in authors.iter().zip(found) {
             if let Some(c) = c {
                 out.insert(*a, PairSnapshot::from(&c));

@@ -9,10 +9,12 @@ use std::time::Duration;
 use crate::config::*;
 use crate::http::router;
 use crate::rank::*;
-use rliv_state::Store;
+use crate::shards::PairShards;
+use rliv_state::Layout;
 
 /// Background threads: the model reloader and the pair-state catch-up (which
-/// also opens the pair state once it exists).
+/// also opens the pair state once it exists, and reopens it when the shards
+/// of a cluster state change).
 pub fn spawn_background(st: &Arc<AppState>) -> Vec<std::thread::JoinHandle<()>> {
     let mut handles = Vec::new();
     let s = st.clone();
@@ -51,16 +53,48 @@ pub fn spawn_background(st: &Arc<AppState>) -> Vec<std::thread::JoinHandle<()>> 
             std::process::id(),
             INSTANCE.fetch_add(1, Ordering::Relaxed)
         ));
+        // Each successful opening gets its own scratch directory: a reopened
+        // layout never shares one with the instances requests may still hold
+        // (failed attempts reuse the next one).
+        let mut openings = 0u64;
+        let mut open = || {
+            let shards =
+                PairShards::open_secondary(&s.state_dir, &secondary.join(openings.to_string()))?;
+            openings += 1;
+            Ok::<_, rliv_state::StateError>(shards)
+        };
         let mut warned = false;
+        let mut last_reopen_error = String::new();
         while !s.stop.load(Ordering::Relaxed) {
             match s.pair_state() {
-                Some(store) => {
-                    if let Err(e) = store.catch_up() {
+                Some(shards) => {
+                    if let Err(e) = shards.catch_up() {
                         tracing::warn!("serve: catching up with the pair state: {e}");
                     }
+                    // A cluster job's shards may appear one after another:
+                    // follow the layout until it stops changing.
+                    let moved = Layout::of(&s.state_dir).is_ok_and(|l| l.dirs() != shards.dirs());
+                    if moved {
+                        match open() {
+                            Ok(reopened) => {
+                                eprintln!(
+                                    "serve: the pair state now has {} store(s)",
+                                    reopened.dirs().len()
+                                );
+                                *write_lock(&s.store) = Some(Arc::new(reopened));
+                            }
+                            Err(e) => {
+                                let e = e.to_string();
+                                if e != last_reopen_error {
+                                    tracing::warn!("serve: reopening the pair state: {e}");
+                                    last_reopen_error = e;
+                                }
+                            }
+                        }
+                    }
                 }
-                None => match Store::open_secondary(&s.state_dir, &secondary) {
-                    Ok(store) => *write_lock(&s.store) = Some(Arc::new(store)),
+                None => match open() {
+                    Ok(shards) => *write_lock(&s.store) = Some(Arc::new(shards)),
                     Err(e) => {
                         if !warned {
                             eprintln!("serve: pair state not readable yet ({e}); unknown pairs score with zero counters");
