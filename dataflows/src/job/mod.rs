@@ -674,11 +674,25 @@ struct ClusterWiring {
     shard_tx: crossbeam_channel::Sender<Report>,
     processed_before: Arc<AtomicU64>,
     /// The first local worker takes it.
-    acks: Arc<Mutex<Option<crossbeam_channel::Receiver<(u64, u64)>>>>,
+    acks: Arc<Mutex<Option<AckReceiver>>>,
     start_epoch: u64,
 }
 
 type ShardThread = std::thread::JoinHandle<Result<(), JobError>>;
+/// (commit epoch, open exposures) of this process's shard commits.
+type AckReceiver = crossbeam_channel::Receiver<(u64, u64)>;
+
+/// One worker's part of [`ClusterWiring`].
+struct WorkerCluster {
+    processes: usize,
+    process: usize,
+    shard_tx: crossbeam_channel::Sender<Report>,
+    processed_before: Arc<AtomicU64>,
+    /// The first worker of the process sends the acknowledgements.
+    first: bool,
+    acks: Option<AckReceiver>,
+    start_epoch: u64,
+}
 
 /// Starts this process's shard committer and returns the workers' side of it.
 fn cluster_wiring(
@@ -760,15 +774,15 @@ fn worker_body(w: Wiring) -> impl Fn(&mut timely::worker::Worker) + Send + Sync 
             } else {
                 None
             };
-            (
-                c.processes,
-                c.process,
-                c.shard_tx.clone(),
-                c.processed_before.clone(),
-                acks,
+            WorkerCluster {
+                processes: c.processes,
+                process: c.process,
+                shard_tx: c.shard_tx.clone(),
+                processed_before: c.processed_before.clone(),
                 first,
-                c.start_epoch,
-            )
+                acks,
+                start_epoch: c.start_epoch,
+            }
         });
         worker.dataflow::<u64, _, _>(move |scope| {
             let chunks = read_input(
@@ -780,7 +794,7 @@ fn worker_body(w: Wiring) -> impl Fn(&mut timely::worker::Worker) + Send + Sync 
                 abort.clone(),
                 stop.clone(),
             );
-            let processes = cluster.as_ref().map_or(1, |c| c.0);
+            let processes = cluster.as_ref().map_or(1, |c| c.processes);
             let sides = chunks
                 .parse_chunks()
                 .label_join(join_cfg, cfg.drain_at_end, start, abort.clone())
@@ -792,8 +806,7 @@ fn worker_body(w: Wiring) -> impl Fn(&mut timely::worker::Worker) + Send + Sync 
                     outputs,
                     abort,
                 );
-            let Some((_, process, shard_tx, processed_before, acks, first, start_epoch)) = cluster
-            else {
+            let Some(c) = cluster else {
                 sides.report_to(tx);
                 return;
             };
@@ -808,7 +821,7 @@ fn worker_body(w: Wiring) -> impl Fn(&mut timely::worker::Worker) + Send + Sync 
                     },
                 );
             if let (Some(global), Some(local)) = (parts.pop(), parts.pop()) {
-                local.report_to(shard_tx);
+                local.report_to(c.shard_tx);
                 let global = global.exchange(|_| 0);
                 if index == 0 {
                     global.report_to(tx.clone());
@@ -820,11 +833,11 @@ fn worker_body(w: Wiring) -> impl Fn(&mut timely::worker::Worker) + Send + Sync 
             }
             shard::acknowledgements(
                 scope,
-                first,
-                process,
-                start_epoch,
-                processed_before,
-                acks,
+                c.first,
+                c.process,
+                c.start_epoch,
+                c.processed_before,
+                c.acks,
                 (index == 0).then(|| tx.clone()),
             );
         });
