@@ -305,25 +305,19 @@ fn a_cluster_refuses_mismatched_processes_and_states() {
         .expect("replay"));
     let mut a = job_args(&d, &single, 1);
     a.extend(["--processes", "2", "--process", "1", "--hosts", s(&hosts)].map(String::from));
-    let o = spawn(&a, None).wait_with_output().expect("wait");
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("single-process state"));
+    usage_error(&a, "single-process state");
     // A host file without enough lines is a usage error.
     let short = dir.path().join("short-hosts");
     std::fs::write(&short, "127.0.0.1:1\n").expect("write");
     let mut a = job_args(&d, &state, 1);
     a.extend(["--processes", "2", "--process", "0", "--hosts", s(&short)].map(String::from));
-    let o = spawn(&a, None).wait_with_output().expect("wait");
-    assert_eq!(
-        o.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    assert!(String::from_utf8_lossy(&o.stderr).contains("host:port lines"));
+    usage_error(&a, "host:port lines");
+}
+
+/// Runs `args` alone: exit 2 with `needle` in the message.
+fn usage_error(args: &[String], needle: &str) {
+    let o = spawn(args, None).wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains(needle), "{needle:?} not in: {err}");
 }

@@ -242,18 +242,7 @@ impl Committer {
         self.cp.finished = mark.last && !mark.stopped;
         self.cp.commits += 1;
         if self.cluster.is_none() {
-            // A snapshot that does not decode would be restored as an empty
-            // window on resume: fail the commit instead of counting it as zero.
-            let mut open = 0u64;
-            for (w, s) in &acc.snapshots {
-                let (_, j) = decode_snapshot(s).map_err(|e| {
-                    JobError::Aborted(format!(
-                        "epoch {epoch}: worker {w}'s window snapshot does not decode: {e}"
-                    ))
-                })?;
-                open += j.open_exposures() as u64;
-            }
-            self.cp.open_exposures = open;
+            self.cp.open_exposures = open_exposures(epoch, &acc.snapshots)?;
         }
         let sync = self.sync;
         if let Some(t) = self.transitions.as_mut() {
@@ -389,6 +378,22 @@ impl Committer {
             }
         }
     }
+}
+
+/// The exposures open in a commit's window snapshots. A snapshot that does
+/// not decode would be restored as an empty window on resume: the commit
+/// fails instead of counting it as zero.
+pub(super) fn open_exposures(epoch: u64, snapshots: &[(u32, Vec<u8>)]) -> Result<u64, JobError> {
+    let mut open = 0u64;
+    for (w, s) in snapshots {
+        let (_, j) = decode_snapshot(s).map_err(|e| {
+            JobError::Aborted(format!(
+                "epoch {epoch}: worker {w}'s window snapshot does not decode: {e}"
+            ))
+        })?;
+        open += j.open_exposures() as u64;
+    }
+    Ok(open)
 }
 
 #[derive(Serialize)]

@@ -46,7 +46,7 @@ use rliv_state::{Commit, PairKey, Store};
 use serde::{Deserialize, Serialize};
 
 use super::JobError;
-use crate::operators::{decode_snapshot, Abort, Report, Side};
+use crate::operators::{Abort, Report, Side};
 
 const SHARD_KEY: &[u8] = b"job/shard";
 const UNDO_PREFIX: &[u8] = b"job/undo/";
@@ -344,15 +344,7 @@ impl ShardCommitter {
                 self.threads
             )));
         }
-        let mut open = 0u64;
-        for (w, s) in &acc.snapshots {
-            let (_, j) = decode_snapshot(s).map_err(|e| {
-                JobError::Aborted(format!(
-                    "epoch {epoch}: worker {w}'s window snapshot does not decode: {e}"
-                ))
-            })?;
-            open += j.open_exposures() as u64;
-        }
+        let open = super::committer::open_exposures(epoch, &acc.snapshots)?;
         acc.puts.sort_unstable_by_key(|(k, _)| *k);
         let keys: Vec<PairKey> = acc.puts.iter().map(|(k, _)| *k).collect();
         let pre = self.store.get_pairs_raw(&keys)?;
