@@ -1,23 +1,15 @@
 //! The candle engine: the towers as batched candle tensors and the loss of
 //! Eq. 10 built from candle ops, with gradients from candle's autograd. Runs
 //! on any candle device (CPU, or CUDA with the `cuda` feature). Training
-//! keeps every parameter on the device ([`Resident`]); this module holds the
-//! graph both share and the scoring of a loaded model.
+//! keeps every parameter on the device (`resident`); this module holds the
+//! graph that training and scoring share.
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
 use crate::config::DoubleQ;
 use crate::model::Model;
-use crate::nets::{AdamState, StackParams};
-use crate::resident::Resident;
+use crate::nets::StackParams;
 use crate::step::StepStats;
-
-pub struct CandleEngine {
-    pub dev: Device,
-    /// The training state on the device, built from the host model on the
-    /// first update (`None`: the host copy is the newest).
-    pub(crate) resident: Option<Box<Resident>>,
-}
 
 /// `N` MLPs on the same input `x` `(B, in)`: `H` broadcast to `(N, B, in)`
 /// times `(N, in, out)` is one batched GEMM per layer. Returns `(N, B)`.
@@ -103,7 +95,7 @@ impl Losses {
 
 /// Splits stacked outputs `(N, B...)` into `r_hat (T, B...)` and
 /// `Q (T, 2, B...)` with `Q_k = r_hat + gamma V_k` (Eq. 8), or `Q_k = V_k`.
-fn q_from(model: &Model, out: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
+pub(crate) fn q_from(model: &Model, out: &Tensor) -> Result<(Option<Tensor>, Tensor)> {
     let mut dims = vec![model.labels.len(), model.per_tower];
     dims.extend_from_slice(&out.dims()[1..]);
     let o = out.reshape(dims)?;
@@ -177,41 +169,6 @@ pub(crate) fn losses(
         assist,
         td_error,
     })
-}
-
-impl CandleEngine {
-    pub fn new(dev: Device) -> Self {
-        CandleEngine {
-            dev,
-            resident: None,
-        }
-    }
-
-    /// The device state for training, uploaded from the host on first use.
-    pub(crate) fn resident(
-        &mut self,
-        model: &Model,
-        tower_adam: &AdamState,
-        assist_adam: Option<&AdamState>,
-    ) -> Result<&mut Resident> {
-        let r = match self.resident.take() {
-            Some(r) => r,
-            None => Box::new(Resident::upload(model, tower_adam, assist_adam, &self.dev)?),
-        };
-        Ok(self.resident.insert(r))
-    }
-
-    /// Q values `(T, 2, b)` of `x` `(b, d)` under the host parameters of
-    /// `model` (scoring a loaded checkpoint: the towers go to the device
-    /// for the call).
-    pub fn q_values(&self, model: &Model, x: &[f32], b: usize) -> Result<Vec<f32>> {
-        let x = Tensor::from_slice(x, (b, model.emb.input_dim()), &self.dev)?;
-        let layers = host_stack(&model.towers, &self.dev)?;
-        let refs: Vec<(&Tensor, &Tensor)> = layers.iter().map(|(w, b)| (w, b)).collect();
-        let out = forward_with(&refs, model.towers.nets, &x)?;
-        let (_, q) = q_from(model, &out)?;
-        q.flatten_all()?.to_vec1::<f32>()
-    }
 }
 
 #[cfg(test)]

@@ -4,10 +4,10 @@
 //! and Adam live on the device, `resident.rs`). Both compute the same loss,
 //! gradients and updates, and read and write the same checkpoints.
 
-use crate::autograd::CandleEngine;
 use crate::error::LearnerError;
 use crate::fused::FusedEngine;
 use crate::model::Model;
+use crate::resident::CandleEngine;
 pub use crate::step::{BatchData, Grads};
 
 pub enum Engine {

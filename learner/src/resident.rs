@@ -24,7 +24,7 @@ use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Result, Tensor, Var};
 use candle_nn::Optimizer;
 
-use crate::autograd::{host_stack, losses, Losses};
+use crate::autograd::{forward_with, host_stack, losses, q_from, Losses};
 use crate::embed::{GatherPlan, Lookup};
 use crate::model::Model;
 use crate::nets::{AdamParams, AdamState, StackParams};
@@ -505,5 +505,48 @@ impl Resident {
             table.v.scatter_set(&at, &v2.contiguous()?, 0)?;
         }
         Ok(())
+    }
+}
+
+/// The candle engine: a device and, while training, the state on it.
+pub struct CandleEngine {
+    pub dev: Device,
+    /// The training state on the device, built from the host model on the
+    /// first update (`None`: the host copy is the newest).
+    pub(crate) resident: Option<Box<Resident>>,
+}
+
+impl CandleEngine {
+    pub fn new(dev: Device) -> Self {
+        CandleEngine {
+            dev,
+            resident: None,
+        }
+    }
+
+    /// The device state for training, uploaded from the host on first use.
+    pub(crate) fn resident(
+        &mut self,
+        model: &Model,
+        tower_adam: &AdamState,
+        assist_adam: Option<&AdamState>,
+    ) -> Result<&mut Resident> {
+        let r = match self.resident.take() {
+            Some(r) => r,
+            None => Box::new(Resident::upload(model, tower_adam, assist_adam, &self.dev)?),
+        };
+        Ok(self.resident.insert(r))
+    }
+
+    /// Q values `(T, 2, b)` of `x` `(b, d)` under the host parameters of
+    /// `model` (scoring a loaded checkpoint: the towers go to the device
+    /// for the call).
+    pub fn q_values(&self, model: &Model, x: &[f32], b: usize) -> Result<Vec<f32>> {
+        let x = Tensor::from_slice(x, (b, model.emb.input_dim()), &self.dev)?;
+        let layers = host_stack(&model.towers, &self.dev)?;
+        let refs: Vec<(&Tensor, &Tensor)> = layers.iter().map(|(w, b)| (w, b)).collect();
+        let out = forward_with(&refs, model.towers.nets, &x)?;
+        let (_, q) = q_from(model, &out)?;
+        q.flatten_all()?.to_vec1::<f32>()
     }
 }

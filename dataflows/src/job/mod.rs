@@ -3,10 +3,15 @@
 //! output lengths in one RocksDB `WriteBatch` per commit, so that a killed
 //! job resumes to exactly the state of an uninterrupted one.
 //!
+//! In cluster mode (`--processes N`) process 0 runs this job with its
+//! reader, committer and outputs, the other processes run `peer`, and each
+//! process keeps its own shard of the pairs (`shard`, whose module
+//! documentation states the commit protocol; `cluster` connects them).
+//!
 //! Why one file over 400 lines: this is the job's assembly (the resume
-//! decision, the timely dataflow and the wiring of its inputs and outputs);
-//! its parts already live in `checkpoint`, `committer`, `output` and
-//! `reader`.
+//! decision and the wiring of its inputs and outputs); its parts live in
+//! `checkpoint`, `committer`, `dataflow`, `output`, `reader` and, for cluster
+//! mode, `cluster`, `peer` and `shard`.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,15 +25,14 @@ use crate::config::{JoinConfig, ReplayConfig};
 use crate::event::Source;
 use crate::input::{expand_paths, ChunkSource, InputError, Reader, SourceReader};
 use crate::metrics::{Counter, Counters};
-use crate::operators::{
-    Abort, JoinStart, LabelJoin, PairState, ParseChunks, Report, ReportSink, Side,
-    TransitionOutputs,
-};
+use crate::operators::{Abort, JoinStart, Report, TransitionOutputs};
 
 mod checkpoint;
 mod cluster;
 mod committer;
+mod dataflow;
 mod output;
+mod peer;
 mod reader;
 mod shard;
 
@@ -36,8 +40,9 @@ pub use checkpoint::{Checkpoint, OutputPos};
 use checkpoint::{CHECKPOINT_VERSION, WINDOW_PREFIX};
 pub use cluster::ClusterSpec;
 use committer::{Committer, ShardAcks};
+use dataflow::{cluster_wiring, worker_body, Wiring};
 use output::OutputFile;
-use reader::read_input;
+use peer::run_peer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -645,345 +650,4 @@ fn decide(req: &ReplayRequest, started: Instant) -> Result<Decided, JobError> {
         reopen,
         last_commit,
     })))
-}
-
-/// Everything a worker needs to build the job's dataflow.
-struct Wiring {
-    /// Worker 0 of process 0 takes it (`None` elsewhere).
-    reader: Arc<Mutex<Option<Box<dyn ChunkSource>>>>,
-    /// To process 0's committer (input marks, outputs, acknowledgements).
-    tx: crossbeam_channel::Sender<Report>,
-    store: Arc<Store>,
-    durable_before: Arc<AtomicU64>,
-    done_before: Arc<AtomicU64>,
-    cfg: ReplayConfig,
-    join_cfg: JoinConfig,
-    start: JoinStart,
-    stop: Option<Arc<std::sync::atomic::AtomicBool>>,
-    abort: Arc<Abort>,
-    outputs: TransitionOutputs,
-    cluster: Option<ClusterWiring>,
-}
-
-/// Cluster mode: where a worker sends its shard's part, and the
-/// acknowledgement edge (see `shard`).
-struct ClusterWiring {
-    processes: usize,
-    process: usize,
-    threads: usize,
-    shard_tx: crossbeam_channel::Sender<Report>,
-    processed_before: Arc<AtomicU64>,
-    /// The first local worker takes it.
-    acks: Arc<Mutex<Option<AckReceiver>>>,
-    start_epoch: u64,
-}
-
-type ShardThread = std::thread::JoinHandle<Result<(), JobError>>;
-/// (commit epoch, open exposures) of this process's shard commits.
-type AckReceiver = crossbeam_channel::Receiver<(u64, u64)>;
-
-/// One worker's part of [`ClusterWiring`].
-struct WorkerCluster {
-    processes: usize,
-    process: usize,
-    shard_tx: crossbeam_channel::Sender<Report>,
-    processed_before: Arc<AtomicU64>,
-    /// The first worker of the process sends the acknowledgements.
-    first: bool,
-    acks: Option<AckReceiver>,
-    start_epoch: u64,
-}
-
-/// Starts this process's shard committer and returns the workers' side of it.
-fn cluster_wiring(
-    spec: &ClusterSpec,
-    threads: usize,
-    inflight: u64,
-    start_epoch: u64,
-    wiring: &Wiring,
-    shard_start: &shard::ShardStart,
-) -> Result<(ClusterWiring, ShardThread), JobError> {
-    let (shard_tx, shard_rx) = crossbeam_channel::unbounded::<Report>();
-    let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
-    let processed_before = Arc::new(AtomicU64::new(start_epoch));
-    let committer = shard::ShardCommitter::new(
-        wiring.store.clone(),
-        threads,
-        inflight,
-        wiring.durable_before.clone(),
-        processed_before.clone(),
-        ack_tx,
-        wiring.abort.clone(),
-        start_epoch,
-        shard_start,
-    );
-    let thread = std::thread::Builder::new()
-        .name("rliv-shard-committer".into())
-        .spawn(move || committer.run(shard_rx))
-        .map_err(|e| JobError::Aborted(format!("starting the shard committer: {e}")))?;
-    Ok((
-        ClusterWiring {
-            processes: spec.processes,
-            process: spec.process,
-            threads,
-            shard_tx,
-            processed_before,
-            acks: Arc::new(Mutex::new(Some(ack_rx))),
-            start_epoch,
-        },
-        thread,
-    ))
-}
-
-/// The per-worker body: builds the dataflow, runs it to the end.
-///
-/// ```text
-/// chunks -> Parse -> LabelJoin -> PairState -> sides ─> committer           (one process)
-///                                             sides ─┬ pairs, windows ─> shard committer   (cluster)
-///                                                    └ outputs ─Exchange(0)─> committer (process 0)
-/// shard commits ─> acknowledgements ─Exchange(0)─> committer (process 0)    (cluster)
-/// ```
-fn worker_body(w: Wiring) -> impl Fn(&mut timely::worker::Worker) + Send + Sync + 'static {
-    use timely::dataflow::channels::pact::Pipeline;
-    use timely::dataflow::operators::core::Partition;
-    use timely::dataflow::operators::generic::Operator;
-    use timely::dataflow::operators::Exchange as _;
-
-    move |worker| {
-        let index = worker.index();
-        // Worker 0 takes the reader; a poisoned lock still holds it.
-        let reader = if index == 0 {
-            w.reader.lock().unwrap_or_else(|e| e.into_inner()).take()
-        } else {
-            None
-        };
-        let tx = w.tx.clone();
-        let abort = w.abort.clone();
-        let store = w.store.clone();
-        let durable_before = w.durable_before.clone();
-        let done_before = w.done_before.clone();
-        let cfg = w.cfg.clone();
-        let join_cfg = w.join_cfg.clone();
-        let start = w.start.clone();
-        let stop = w.stop.clone();
-        let outputs = w.outputs;
-        let cluster = w.cluster.as_ref().map(|c| {
-            let first = index % c.threads == 0;
-            let acks = if first {
-                c.acks.lock().unwrap_or_else(|e| e.into_inner()).take()
-            } else {
-                None
-            };
-            WorkerCluster {
-                processes: c.processes,
-                process: c.process,
-                shard_tx: c.shard_tx.clone(),
-                processed_before: c.processed_before.clone(),
-                first,
-                acks,
-                start_epoch: c.start_epoch,
-            }
-        });
-        worker.dataflow::<u64, _, _>(move |scope| {
-            let chunks = read_input(
-                scope,
-                reader,
-                cfg.clone(),
-                tx.clone(),
-                done_before,
-                abort.clone(),
-                stop.clone(),
-            );
-            let processes = cluster.as_ref().map_or(1, |c| c.processes);
-            let sides = chunks
-                .parse_chunks()
-                .label_join(join_cfg, cfg.drain_at_end, start, abort.clone())
-                .pair_state(
-                    processes,
-                    store,
-                    cfg.pair_cache_entries,
-                    durable_before,
-                    outputs,
-                    abort,
-                );
-            let Some(c) = cluster else {
-                sides.report_to(tx);
-                return;
-            };
-            // Pairs and windows stay in this process's shard; every output
-            // goes to process 0's committer, which writes them in order.
-            let mut parts = sides
-                .partition::<timely::container::CapacityContainerBuilder<Vec<Side>>, _, _>(
-                    2,
-                    |s| {
-                        let global = !matches!(s, Side::Puts(_) | Side::Snapshot(..));
-                        (u64::from(global), s)
-                    },
-                );
-            if let (Some(global), Some(local)) = (parts.pop(), parts.pop()) {
-                local.report_to(c.shard_tx);
-                let global = global.exchange(|_| 0);
-                if index == 0 {
-                    global.report_to(tx.clone());
-                } else {
-                    global.sink(Pipeline, "NoOutputsHere", |(input, _)| {
-                        input.for_each(|_, _| {});
-                    });
-                }
-            }
-            shard::acknowledgements(
-                scope,
-                c.first,
-                c.process,
-                c.start_epoch,
-                c.processed_before,
-                c.acks,
-                (index == 0).then(|| tx.clone()),
-            );
-        });
-        while worker.has_dataflows() {
-            worker.step_or_park(Some(Duration::from_millis(50)));
-        }
-    }
-}
-
-/// Cluster mode, process `I > 0`: its shard's part of the job. Process 0
-/// holds the checkpoint, reads the input and writes the outputs.
-fn run_peer(req: ReplayRequest, spec: ClusterSpec, started: Instant) -> Result<Summary, JobError> {
-    if req.state_dir.join("CURRENT").exists() {
-        return Err(JobError::Resume(format!(
-            "{} holds a single-process state: a cluster run needs its own --state directory",
-            req.state_dir.display()
-        )));
-    }
-    let workers = req.replay.workers;
-    let store = Arc::new(Store::open(
-        &rliv_state::shard_dir(&req.state_dir, spec.process),
-        &req.store,
-    )?);
-    let (sockets, start) = cluster::connect(
-        &spec,
-        workers,
-        &cluster::shape(&req.join, &req.replay),
-        None,
-        Duration::from_millis(req.replay.cluster_connect_timeout_ms),
-    )?;
-    let summary = |up_to_date: bool, resumed: bool| Summary {
-        run: Counters::default().to_map(),
-        pairs_total: 0,
-        open_exposures: 0,
-        resumed,
-        up_to_date,
-        finished: true,
-        epochs: 0,
-        commits: 0,
-        elapsed_s: started.elapsed().as_secs_f64(),
-        events_per_s: 0.0,
-        peak_rss_bytes: peak_rss_bytes(),
-        workers,
-        dead_letters: String::new(),
-        process: Some(spec.process),
-    };
-    let (committed_before, last_commit, reopen, inflight, outputs) = match start {
-        cluster::Start::Go {
-            committed_before,
-            last_commit,
-            reopen,
-            inflight,
-            lines,
-            records,
-        } => (
-            committed_before,
-            last_commit,
-            reopen,
-            inflight,
-            TransitionOutputs { lines, records },
-        ),
-        cluster::Start::UpToDate => return Ok(summary(true, false)),
-        cluster::Start::Refused(msg) => {
-            return Err(JobError::Resume(format!(
-                "process 0 did not start the job: {msg}"
-            )))
-        }
-    };
-    let shard_start = shard::prepare(
-        &store,
-        spec.process,
-        spec.processes,
-        workers,
-        committed_before,
-        last_commit,
-    )?;
-    let abort = Arc::new(Abort::default());
-    let progress = req.progress.clone().unwrap_or_default();
-    // Only process 0 has the job's committer: nothing is sent here.
-    let (tx, rx) = crossbeam_channel::unbounded::<Report>();
-    drop(rx);
-    let mut wiring = Wiring {
-        reader: Arc::new(Mutex::new(None)),
-        tx,
-        store,
-        durable_before: Arc::new(AtomicU64::new(committed_before)),
-        done_before: Arc::new(AtomicU64::new(committed_before)),
-        cfg: req.replay.clone(),
-        join_cfg: req.join.clone(),
-        start: JoinStart {
-            snapshots: shard_start.snapshots.clone(),
-            reopen,
-            watermark: progress.watermark_ms.clone(),
-        },
-        stop: None,
-        abort: abort.clone(),
-        outputs,
-        cluster: None,
-    };
-    let (c, thread) = cluster_wiring(
-        &spec,
-        workers,
-        inflight,
-        committed_before,
-        &wiring,
-        &shard_start,
-    )?;
-    wiring.cluster = Some(c);
-    cluster::exit_on_panic(spec.process);
-    // Only process 0 can stop the cluster at a chunk boundary (it reads the
-    // input): a stop request here ends this process at once, which stops
-    // the others as a lost peer; every commit stays consistent.
-    let stop = req
-        .stop
-        .clone()
-        .or_else(|| req.kafka.as_ref().map(|k| k.stop.clone()));
-    if let Some(stop) = stop {
-        let process = spec.process;
-        std::thread::Builder::new()
-            .name("rliv-peer-stop".into())
-            .spawn(move || loop {
-                if stop.load(Ordering::Relaxed) {
-                    eprintln!(
-                        "rliv: process {process}: stopped by a signal; the other processes stop too. \
-                         To stop a cluster at a chunk boundary, signal process 0. Restart every process to resume."
-                    );
-                    std::process::exit(143);
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            })
-            .map_err(|e| JobError::Aborted(format!("starting the stop watcher: {e}")))?;
-    }
-    let guards = cluster::execute(sockets, spec.process, workers, worker_body(wiring))?;
-    for r in guards.join() {
-        if let Err(e) = r {
-            abort.raise(format!("a worker failed: {e}"));
-        }
-    }
-    if let Err(e) = thread
-        .join()
-        .map_err(|_| JobError::Aborted("the shard committer panicked".into()))?
-    {
-        abort.raise(e.to_string());
-    }
-    if let Some(e) = abort.error() {
-        return Err(JobError::Aborted(e));
-    }
-    Ok(summary(false, last_commit.is_some()))
 }
