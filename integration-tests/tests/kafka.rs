@@ -781,7 +781,13 @@ fn chaos_kills_and_broker_restarts_at_random_points() {
 
 /// Every process of a cluster `rliv run --until-end` (process `fail.0` with
 /// failpoint `fail.1`); their outputs, process 0 first.
-fn cluster_run(env: &Env, dir: &Path, state: &Path, fail: Option<(usize, &str)>) -> Vec<Output> {
+fn cluster_run(
+    env: &Env,
+    dir: &Path,
+    state: &Path,
+    workers: u32,
+    fail: Option<(usize, &str)>,
+) -> Vec<Output> {
     let listeners: Vec<_> = (0..2)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
         .collect();
@@ -805,7 +811,7 @@ fn cluster_run(env: &Env, dir: &Path, state: &Path, fail: Option<(usize, &str)>)
                 "--state",
                 s(state),
                 "-w",
-                "1",
+                &workers.to_string(),
                 "--processes",
                 "2",
                 "--process",
@@ -843,27 +849,40 @@ fn a_cluster_run_on_kafka_matches_one_process_and_resumes_exactly_after_a_kill()
     let read =
         |p: &Path| std::fs::read_to_string(p.join("dead-letters.jsonl")).expect("dead letters");
 
-    let state = dir.path().join("cluster");
-    for (i, o) in cluster_run(&env, dir.path(), &state, None)
-        .iter()
-        .enumerate()
-    {
-        assert!(
-            o.status.success(),
-            "process {i}: {}",
-            String::from_utf8_lossy(&o.stderr)
+    for workers in [1, 2] {
+        let state = dir.path().join(format!("cluster-{workers}"));
+        for (i, o) in cluster_run(&env, dir.path(), &state, workers, None)
+            .iter()
+            .enumerate()
+        {
+            assert!(
+                o.status.success(),
+                "2x{workers}: process {i}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let what = format!("2 processes x {workers} workers");
+        assert_same_dump(&dump(&env, &state), &reference, &what);
+        assert_same_dump(
+            &read(&state),
+            &read(&whole),
+            &format!("dead letters of {what}"),
         );
     }
-    assert_same_dump(&dump(&env, &state), &reference, "2 processes x 1 worker");
-    assert_same_dump(&read(&state), &read(&whole), "dead letters of 2 processes");
 
     // Process 1 killed after one of its shard commits, then both restarted.
     let killed = dir.path().join("killed");
-    let outs = cluster_run(&env, dir.path(), &killed, Some((1, "shard.after_commit:3")));
+    let outs = cluster_run(
+        &env,
+        dir.path(),
+        &killed,
+        1,
+        Some((1, "shard.after_commit:3")),
+    );
     assert!(!outs[1].status.success(), "process 1 was not killed");
     let err = String::from_utf8_lossy(&outs[0].stderr);
     assert!(!err.contains("panicked at"), "a panic trace: {err}");
-    for (i, o) in cluster_run(&env, dir.path(), &killed, None)
+    for (i, o) in cluster_run(&env, dir.path(), &killed, 1, None)
         .iter()
         .enumerate()
     {
