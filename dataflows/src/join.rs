@@ -16,7 +16,7 @@
 //!   for one to arrive, then it is an orphan.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 
 use rliv_state::{FastMap, Rewards};
 use serde::{Deserialize, Serialize};
@@ -127,7 +127,11 @@ pub struct JoinState {
     pending: FastMap<Key, Vec<Action>>,
     pending_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
     tombs: FastMap<Key, Tomb>,
-    tomb_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
+    /// Closed exposures by the time they are forgotten. Exposures close in
+    /// time order (the close queue pops by time, and an exposure that is
+    /// not late closes after every exposure already closed), so their
+    /// expiry times arrive sorted and a FIFO is a priority queue here.
+    tomb_queue: VecDeque<(i64, u64, u64)>,
 }
 
 impl JoinState {
@@ -245,8 +249,7 @@ impl JoinState {
             let expire_at = ts
                 .saturating_add(window)
                 .saturating_add(self.cfg.late_retention_ms);
-            self.tomb_queue.push(Reverse((expire_at, r, i)));
-            self.tombs.insert((r, i), Tomb { expire_at });
+            self.push_tomb(expire_at, (r, i));
             out.counters.inc(Counter::ClosedExposures);
             out.interactions.push(Interaction {
                 rewards: rewards(open.actions),
@@ -272,11 +275,11 @@ impl JoinState {
                 out.reject_action(Reason::OrphanAction, a);
             }
         }
-        while let Some(Reverse((expire_at, r, i))) = self.tomb_queue.peek().copied() {
+        while let Some((expire_at, r, i)) = self.tomb_queue.front().copied() {
             if expire_at >= w {
                 break;
             }
-            self.tomb_queue.pop();
+            self.tomb_queue.pop_front();
             if self
                 .tombs
                 .get(&(r, i))
@@ -322,12 +325,27 @@ impl JoinState {
                 self.pending.entry(key).or_default().push(a);
             }
         }
-        for (key, t) in snap.tombs {
-            if keep(key) {
-                self.tomb_queue.push(Reverse((t.expire_at, key.0, key.1)));
-                self.tombs.insert(key, t);
-            }
+        let mut tombs: Vec<(Key, Tomb)> =
+            snap.tombs.into_iter().filter(|(k, _)| keep(*k)).collect();
+        tombs.sort_by_key(|(k, t)| (t.expire_at, *k));
+        for (key, t) in tombs {
+            self.push_tomb(t.expire_at, key);
         }
+    }
+
+    /// Remembers a closed exposure until `expire_at`. The FIFO stays sorted:
+    /// an expiry older than the newest one (a restored window merged with
+    /// newer closes cannot produce one, but a drain can close out of time
+    /// order) is inserted at its place.
+    fn push_tomb(&mut self, expire_at: i64, key: Key) {
+        let entry = (expire_at, key.0, key.1);
+        if self.tomb_queue.back().is_none_or(|b| *b <= entry) {
+            self.tomb_queue.push_back(entry);
+        } else {
+            let at = self.tomb_queue.partition_point(|e| *e <= entry);
+            self.tomb_queue.insert(at, entry);
+        }
+        self.tombs.insert(key, Tomb { expire_at });
     }
 }
 
@@ -357,6 +375,24 @@ mod tests {
 
     const W: i64 = 30 * 60 * 1000;
     const T0: i64 = 1_700_000_000_000;
+
+    #[test]
+    fn closed_exposures_are_forgotten_at_their_expiry_whatever_order_they_closed_in() {
+        let mut j = JoinState::new(JoinConfig::default());
+        // Out of time order (a drain, or a watermark that went back on a new run).
+        j.push_tomb(T0 + 300, (1, 1));
+        j.push_tomb(T0 + 100, (2, 2));
+        j.push_tomb(T0 + 200, (3, 3));
+        j.push_tomb(T0 + 100, (4, 4));
+        let mut out = JoinOutput::default();
+        j.advance(T0 + 150, false, &mut out);
+        let mut left: Vec<Key> = j.tombs.keys().copied().collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![(1, 1), (3, 3)]);
+        j.advance(T0 + 250, false, &mut out);
+        assert_eq!(j.tombs.keys().copied().collect::<Vec<_>>(), vec![(1, 1)]);
+        assert_eq!(j.tomb_queue.len(), 1);
+    }
 
     fn exp(req: u64, item: u64, ts: i64) -> Exposure {
         Exposure {
