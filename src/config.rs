@@ -29,6 +29,7 @@ pub struct Config {
     pub learner: LearnerConfig,
     pub serve: crate::serve::ServeConfig,
     pub kafka: rliv_dataflows::kafka::KafkaConfig,
+    pub views: rliv_dataflows::views::ViewsConfig,
 }
 
 /// Where a setting comes from.
@@ -204,6 +205,8 @@ enum CheckError {
     /// `state.compression` names no codec the store has.
     #[error("state.compression must be \"zstd\", \"lz4\" or \"none\", got {0:?}")]
     Compression(String),
+    #[error("{0}")]
+    Views(String),
 }
 
 /// Deserializes and validates a whole configuration table.
@@ -216,6 +219,7 @@ fn check(table: toml::Table) -> Result<Config, CheckError> {
     cfg.learner.validate()?;
     cfg.serve.validate()?;
     cfg.kafka.validate()?;
+    cfg.views.validate().map_err(CheckError::Views)?;
     // The store checks this only when it opens (an I/O failure by then).
     if !matches!(cfg.state.compression.as_str(), "zstd" | "lz4" | "none") {
         return Err(CheckError::Compression(cfg.state.compression));

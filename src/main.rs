@@ -114,6 +114,19 @@ enum Cmd {
         #[arg(long)]
         addr: Option<String>,
     },
+    /// The live relationship metrics ([views]) as of the state's last commit:
+    /// deep pairs, weekly gifted users, revenue, new fans per day; totals and
+    /// per author.
+    Views {
+        /// State directory (a cluster's: the views are in process 0's shard).
+        #[arg(long)]
+        state: PathBuf,
+        /// Only this author.
+        #[arg(long)]
+        author: Option<u64>,
+        #[arg(long, value_enum, default_value_t = cli::views::Format::Jsonl)]
+        format: cli::views::Format,
+    },
     /// Show the job checkpoint of a state directory (input positions, counters).
     Status {
         /// State directory: one store, or a cluster job's shards (checkpoint in p0).
@@ -353,6 +366,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Views {
+            state,
+            author,
+            format,
+        } => cli::views::views(&state, author, format),
         Cmd::Config {
             cmd: ConfigCmd::Show,
         } => {

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod operators;
 pub mod pairs;
 mod raw_bytes;
+pub mod views;
 mod wire;
 
 pub use config::{JobConfigError, JoinConfig, ReplayConfig};

@@ -238,6 +238,31 @@ impl JobFigures {
                 wm,
             );
         }
+        let views = |a: &std::sync::atomic::AtomicI64| a.load(Ordering::Relaxed);
+        for (name, help, v) in [
+            (
+                "rliv_views_deep_pairs",
+                "Deep user-author pairs now ([views]).",
+                views(&p.views_deep_pairs),
+            ),
+            (
+                "rliv_views_weekly_gifted_users",
+                "Distinct users with a gift in the trailing gift window.",
+                views(&p.views_weekly_gifted_users),
+            ),
+            (
+                "rliv_views_revenue_milli",
+                "Gift revenue over the state's history, in thousandths.",
+                views(&p.views_revenue_milli),
+            ),
+            (
+                "rliv_views_new_fans",
+                "First follows over the kept days.",
+                views(&p.views_new_fans),
+            ),
+        ] {
+            metric(out, name, "gauge", help, v);
+        }
         if let Some(k) = &j.kafka {
             metric(
                 out,

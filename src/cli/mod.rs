@@ -5,3 +5,4 @@ pub(crate) mod dump;
 pub(crate) mod experiment;
 pub(crate) mod replay;
 pub(crate) mod sim;
+pub(crate) mod views;

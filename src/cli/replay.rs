@@ -130,6 +130,7 @@ pub(crate) fn replay(
     req.join = cfg.join.clone();
     req.replay = cfg.replay.clone();
     req.store = cfg.state.clone();
+    req.views = cfg.views.clone();
     req.allow_repeat = args.allow_repeat;
     if let Some(w) = job.workers {
         req.replay.workers = w;

@@ -17,6 +17,10 @@ use super::JobError;
 
 pub(super) const CHECKPOINT_KEY: &[u8] = b"job/checkpoint";
 pub(super) const WINDOW_PREFIX: &[u8] = b"job/window/";
+/// The views' live facts per worker (single process; a cluster keeps them in its shards).
+pub(super) const VIEWS_STATE_PREFIX: &[u8] = b"job/views/";
+/// The views' table as of the last commit (`rliv views`).
+pub const VIEWS_TABLE_KEY: &[u8] = b"views/table";
 pub(super) const CHECKPOINT_VERSION: u32 = 1;
 
 /// An output file and how many bytes of it are committed.
@@ -151,4 +155,15 @@ fn by_partition(named: &BTreeMap<String, i64>) -> BTreeMap<TopicPartition, i64> 
 
 fn by_name(typed: &BTreeMap<TopicPartition, i64>) -> BTreeMap<String, i64> {
     typed.iter().map(|(tp, v)| (tp.to_string(), *v)).collect()
+}
+
+/// The views' table of a state as of its last commit (`None`: no views yet),
+/// rows in key order.
+pub fn load_views(store: &Store) -> Result<Option<Vec<(crate::views::ViewKey, i64)>>, JobError> {
+    match store.get_meta(VIEWS_TABLE_KEY)? {
+        None => Ok(None),
+        Some(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+            .map(|(rows, _)| Some(rows))
+            .map_err(|e| JobError::State(StateError::Corrupt(format!("views table: {e}")))),
+    }
 }

@@ -355,10 +355,15 @@ fn accept_all(
 pub(super) fn shape(
     join: &crate::config::JoinConfig,
     replay: &crate::config::ReplayConfig,
+    views: &crate::views::ViewsConfig,
 ) -> String {
     format!(
-        "window_ms={} allowed_lateness_ms={} late_retention_ms={} drain_at_end={}",
-        join.window_ms, join.allowed_lateness_ms, join.late_retention_ms, replay.drain_at_end
+        "window_ms={} allowed_lateness_ms={} late_retention_ms={} drain_at_end={} views={}",
+        join.window_ms,
+        join.allowed_lateness_ms,
+        join.late_retention_ms,
+        replay.drain_at_end,
+        serde_json::to_string(views).unwrap_or_default()
     )
 }
 

@@ -24,6 +24,8 @@ struct EpochAcc {
     dead: Vec<DeadLetter>,
     puts: Vec<Vec<(PairKey, Vec<u8>)>>,
     snapshots: Vec<(u32, Vec<u8>)>,
+    views: Vec<(u32, Vec<u8>)>,
+    view_changes: Vec<(crate::views::ViewKey, i64, i64)>,
     counters: Counters,
 }
 
@@ -57,6 +59,10 @@ pub(super) struct Committer {
     /// Cluster mode: the shards' acknowledgements (the pairs and windows
     /// live in the shards; this committer writes the commit point).
     pub(super) cluster: Option<ShardAcks>,
+    /// The views' table (rebuilt by every run from the views' committed
+    /// facts), and whether it changed since the last commit.
+    pub(super) views: crate::views::ViewTable,
+    pub(super) views_dirty: bool,
 }
 
 /// What process 0's committer knows of the shards (see `shard`).
@@ -88,6 +94,10 @@ impl Committer {
                             Side::Snapshot(w, s) => acc.snapshots.push((w, s)),
                             Side::Transitions(t) => acc.transitions.push(t),
                             Side::Puts(p) => acc.puts.push(p),
+                            Side::ViewsSnapshot(w, s) => acc.views.push((w, s)),
+                            Side::ViewChanges(c) => acc.view_changes.extend(c),
+                            // Consumed by the views operator.
+                            Side::ViewFacts(_) | Side::Watermark(_) => {}
                         }
                     }
                 }
@@ -190,6 +200,11 @@ impl Committer {
             self.pending_puts.extend(batch);
         }
         self.cp.counters.merge(&acc.counters);
+        if !acc.view_changes.is_empty() {
+            self.views.apply(&acc.view_changes);
+            self.views_dirty = true;
+            self.progress.set_views(&self.views);
+        }
         self.epochs_done += 1;
         self.progress
             .lines
@@ -259,7 +274,7 @@ impl Committer {
         }
 
         let mut commit = Commit {
-            meta_delete_prefixes: vec![WINDOW_PREFIX.to_vec()],
+            meta_delete_prefixes: vec![WINDOW_PREFIX.to_vec(), VIEWS_STATE_PREFIX.to_vec()],
             ..Commit::default()
         };
         commit.pairs = std::mem::take(&mut self.pending_puts);
@@ -268,6 +283,19 @@ impl Committer {
             let mut key = WINDOW_PREFIX.to_vec();
             key.extend_from_slice(format!("{w:05}").as_bytes());
             commit.meta_puts.push((key, s));
+        }
+        acc.views.sort_by_key(|(w, _)| *w);
+        for (w, s) in acc.views {
+            let mut key = VIEWS_STATE_PREFIX.to_vec();
+            key.extend_from_slice(format!("{w:05}").as_bytes());
+            commit.meta_puts.push((key, s));
+        }
+        if self.views_dirty {
+            let rows = self.views.sorted();
+            let bytes = bincode::serde::encode_to_vec(&rows, bincode::config::standard())
+                .map_err(|e| JobError::Aborted(format!("encoding the views' table: {e}")))?;
+            commit.meta_puts.push((VIEWS_TABLE_KEY.to_vec(), bytes));
+            self.views_dirty = false;
         }
         let first = self.cp.log_end - self.pending.len() as u64;
         for (seq, t) in (first..).zip(&self.pending) {

@@ -8,7 +8,7 @@ use crate::config::{JoinConfig, ReplayConfig};
 use crate::input::ChunkSource;
 use crate::operators::{
     Abort, JoinStart, LabelJoin, PairState, ParseChunks, Report, ReportSink, Side,
-    TransitionOutputs,
+    TransitionOutputs, Views,
 };
 
 use super::reader::read_input;
@@ -30,6 +30,8 @@ pub(super) struct Wiring {
     pub(super) stop: Option<Arc<std::sync::atomic::AtomicBool>>,
     pub(super) abort: Arc<Abort>,
     pub(super) outputs: TransitionOutputs,
+    pub(super) views: Option<crate::views::ViewsConfig>,
+    pub(super) views_start: crate::operators::ViewsStart,
     pub(super) cluster: Option<ClusterWiring>,
 }
 
@@ -137,6 +139,8 @@ pub(super) fn worker_body(
         let start = w.start.clone();
         let stop = w.stop.clone();
         let outputs = w.outputs;
+        let views = w.views.clone();
+        let views_start = w.views_start.clone();
         let cluster = w.cluster.as_ref().map(|c| {
             let first = index % c.threads == 0;
             let acks = if first {
@@ -174,8 +178,13 @@ pub(super) fn worker_body(
                     cfg.pair_cache_entries,
                     durable_before,
                     outputs,
-                    abort,
+                    views.clone(),
+                    abort.clone(),
                 );
+            let sides = match views {
+                Some(cfg) => sides.views(cfg, processes, views_start, abort),
+                None => sides,
+            };
             let Some(c) = cluster else {
                 sides.report_to(tx);
                 return;
@@ -186,7 +195,10 @@ pub(super) fn worker_body(
                 .partition::<timely::container::CapacityContainerBuilder<Vec<Side>>, _, _>(
                     2,
                     |s| {
-                        let global = !matches!(s, Side::Puts(_) | Side::Snapshot(..));
+                        let global = !matches!(
+                            s,
+                            Side::Puts(_) | Side::Snapshot(..) | Side::ViewsSnapshot(..)
+                        );
                         (u64::from(global), s)
                     },
                 );

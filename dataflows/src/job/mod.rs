@@ -36,8 +36,8 @@ mod peer;
 mod reader;
 mod shard;
 
-pub use checkpoint::{Checkpoint, OutputPos};
-use checkpoint::{CHECKPOINT_VERSION, WINDOW_PREFIX};
+pub use checkpoint::{load_views, Checkpoint, OutputPos, VIEWS_TABLE_KEY};
+use checkpoint::{CHECKPOINT_VERSION, VIEWS_STATE_PREFIX, WINDOW_PREFIX};
 pub use cluster::ClusterSpec;
 use committer::{Committer, ShardAcks};
 use dataflow::{cluster_wiring, worker_body, Wiring};
@@ -80,6 +80,30 @@ pub struct Progress {
     pub transitions: AtomicU64,
     /// The event-time watermark of the label join (ms; i64::MIN before any input).
     pub watermark_ms: Arc<std::sync::atomic::AtomicI64>,
+    /// The views' totals (see [`crate::views`]): deep pairs, weekly gifted
+    /// users, revenue (thousandths), new fans over the kept days.
+    pub views_deep_pairs: std::sync::atomic::AtomicI64,
+    pub views_weekly_gifted_users: std::sync::atomic::AtomicI64,
+    pub views_revenue_milli: std::sync::atomic::AtomicI64,
+    pub views_new_fans: std::sync::atomic::AtomicI64,
+}
+
+impl Progress {
+    /// Publishes the totals of the views' table.
+    pub fn set_views(&self, t: &crate::views::ViewTable) {
+        use crate::views::ViewKey;
+        for (slot, key) in [
+            (&self.views_deep_pairs, ViewKey::DeepPairsTotal),
+            (
+                &self.views_weekly_gifted_users,
+                ViewKey::WeeklyGiftedUsersTotal,
+            ),
+            (&self.views_revenue_milli, ViewKey::RevenueMilliTotal),
+            (&self.views_new_fans, ViewKey::NewFansTotal),
+        ] {
+            slot.store(t.get(key), Ordering::Relaxed);
+        }
+    }
 }
 
 /// Everything a replay needs.
@@ -108,6 +132,8 @@ pub struct ReplayRequest {
     /// Cluster mode: this process's place in a job over several processes
     /// (`--processes N --process I --hosts FILE`); `None` runs on one.
     pub cluster: Option<ClusterSpec>,
+    /// The live relationship metrics (`[views]`).
+    pub views: crate::views::ViewsConfig,
 }
 
 /// A run on Kafka topics.
@@ -140,6 +166,7 @@ impl ReplayRequest {
             kafka: None,
             stop: None,
             cluster: None,
+            views: crate::views::ViewsConfig::default(),
         }
     }
 }
@@ -181,6 +208,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
     req.replay
         .validate()
         .map_err(|e| JobError::Config(e.to_string()))?;
+    req.views.validate().map_err(JobError::Config)?;
     let started = Instant::now();
     let cluster_spec = req.cluster.clone();
     if let Some(spec) = cluster_spec.as_ref().filter(|s| s.process != 0) {
@@ -205,7 +233,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         let (s, _) = cluster::connect(
             spec,
             req.replay.workers,
-            &cluster::shape(&req.join, &req.replay),
+            &cluster::shape(&req.join, &req.replay, &req.views),
             Some(start),
             Duration::from_millis(req.replay.cluster_connect_timeout_ms),
         )?;
@@ -238,13 +266,26 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         )?),
         None => None,
     };
-    let snapshots: Vec<Vec<u8>> = match &shard_start {
-        Some(s) => s.snapshots.clone(),
-        None => store
-            .meta_with_prefix(WINDOW_PREFIX)?
-            .into_iter()
-            .map(|(_, v)| v)
-            .collect(),
+    let (snapshots, views_snapshots): (Vec<Vec<u8>>, Vec<(u32, Vec<u8>)>) = match &shard_start {
+        Some(s) => (s.snapshots.clone(), s.views.clone()),
+        None => {
+            let windows = store
+                .meta_with_prefix(WINDOW_PREFIX)?
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            let mut views = Vec::new();
+            for (k, v) in store.meta_with_prefix(VIEWS_STATE_PREFIX)? {
+                let w = std::str::from_utf8(&k[VIEWS_STATE_PREFIX.len()..])
+                    .ok()
+                    .and_then(|w| w.parse::<u32>().ok())
+                    .ok_or_else(|| {
+                        JobError::State(StateError::Corrupt(format!("views state key {k:?}")))
+                    })?;
+                views.push((w, v));
+            }
+            (windows, views)
+        }
     };
 
     let transitions_out = match &req.transitions {
@@ -319,6 +360,8 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
             before: start_epoch,
             acks: Default::default(),
         }),
+        views: Default::default(),
+        views_dirty: false,
     };
     let committer_thread = std::thread::Builder::new()
         .name("rliv-committer".into())
@@ -352,6 +395,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         snapshots,
         reopen,
         watermark: progress.watermark_ms.clone(),
+        views: req.views.enabled,
     };
     let mut wiring = Wiring {
         reader: Arc::new(Mutex::new(Some(reader))),
@@ -365,6 +409,10 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         stop: req.stop.clone(),
         abort: abort.clone(),
         outputs: transition_outputs(&req),
+        views: req.views.enabled.then(|| req.views.clone()),
+        views_start: crate::operators::ViewsStart {
+            snapshots: views_snapshots,
+        },
         cluster: None,
     };
     let shard = match (&cluster_spec, sockets, &shard_start) {

@@ -32,7 +32,7 @@ pub(super) fn run_peer(
     let (sockets, start) = cluster::connect(
         &spec,
         workers,
-        &cluster::shape(&req.join, &req.replay),
+        &cluster::shape(&req.join, &req.replay, &req.views),
         None,
         Duration::from_millis(req.replay.cluster_connect_timeout_ms),
     )?;
@@ -99,10 +99,15 @@ pub(super) fn run_peer(
             snapshots: shard_start.snapshots.clone(),
             reopen,
             watermark: progress.watermark_ms.clone(),
+            views: req.views.enabled,
         },
         stop: None,
         abort: abort.clone(),
         outputs,
+        views: req.views.enabled.then(|| req.views.clone()),
+        views_start: crate::operators::ViewsStart {
+            snapshots: shard_start.views.clone(),
+        },
         cluster: None,
     };
     let (c, thread) = cluster_wiring(

@@ -51,6 +51,8 @@ use crate::operators::{Abort, Report, Side};
 const SHARD_KEY: &[u8] = b"job/shard";
 const UNDO_PREFIX: &[u8] = b"job/undo/";
 const WINDOW_PREFIX: &[u8] = b"job/shard-window/";
+/// The views' live facts of the shard's workers, per commit epoch (as the windows).
+const VIEWS_PREFIX: &[u8] = b"job/shard-views/";
 const SHARD_VERSION: u32 = 1;
 
 /// A shard's record of itself (in its `meta` column family).
@@ -80,6 +82,18 @@ fn window_key(epoch: u64, worker: u32) -> Vec<u8> {
     k
 }
 
+fn views_epoch_prefix(epoch: u64) -> Vec<u8> {
+    let mut k = VIEWS_PREFIX.to_vec();
+    k.extend_from_slice(&epoch.to_be_bytes());
+    k
+}
+
+fn views_key(epoch: u64, worker: u32) -> Vec<u8> {
+    let mut k = views_epoch_prefix(epoch);
+    k.extend_from_slice(&worker.to_be_bytes());
+    k
+}
+
 fn epoch_of(key: &[u8], prefix: &[u8]) -> Result<u64, JobError> {
     key.get(prefix.len()..prefix.len() + 8)
         .and_then(|b| b.try_into().ok())
@@ -102,6 +116,8 @@ fn bincode_cfg() -> bincode::config::Configuration {
 /// A shard ready to run: its workers' windows of the last global commit.
 pub(super) struct ShardStart {
     pub(super) snapshots: Vec<Vec<u8>>,
+    /// Its workers' views facts of the last global commit, by writer.
+    pub(super) views: Vec<(u32, Vec<u8>)>,
     /// Commit epochs of the windows kept (oldest first).
     windows: Vec<u64>,
     /// Commit epochs with pre-images kept.
@@ -186,6 +202,15 @@ pub(super) fn prepare(
             .ok_or_else(|| corrupt(format!("{dir}: window key {k:?}")))?;
         windows.entry(epoch).or_default().push((w, v));
     }
+    let mut views: BTreeMap<u64, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+    for (k, v) in store.meta_with_prefix(VIEWS_PREFIX)? {
+        let epoch = epoch_of(&k, VIEWS_PREFIX)?;
+        if epoch >= committed_before {
+            commit.meta_delete_prefixes.push(views_epoch_prefix(epoch));
+        } else {
+            views.entry(epoch).or_default().push((k, v));
+        }
+    }
     commit.meta_delete_prefixes.dedup();
     let newest = windows.keys().next_back().copied();
     if newest != last_commit {
@@ -225,11 +250,22 @@ pub(super) fn prepare(
         }
         None => Vec::new(),
     };
+    // Keys sort by worker within an epoch.
+    let mut kept_views = Vec::new();
+    for (k, v) in newest.and_then(|e| views.remove(&e)).unwrap_or_default() {
+        let w = k
+            .get(VIEWS_PREFIX.len() + 8..)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+            .ok_or_else(|| corrupt(format!("{dir}: views key {k:?}")))?;
+        kept_views.push((w, v));
+    }
     kept_undos.sort_unstable();
     let mut kept_windows: Vec<u64> = windows.keys().copied().collect();
     kept_windows.extend(newest);
     Ok(ShardStart {
         snapshots,
+        views: kept_views,
         windows: kept_windows,
         undos: kept_undos,
     })
@@ -239,6 +275,7 @@ pub(super) fn prepare(
 struct EpochAcc {
     puts: Vec<(PairKey, Vec<u8>)>,
     snapshots: Vec<(u32, Vec<u8>)>,
+    views: Vec<(u32, Vec<u8>)>,
 }
 
 /// One process's committer of its shard (see the protocol above).
@@ -298,6 +335,7 @@ impl ShardCommitter {
                         match item {
                             Side::Puts(p) => acc.puts.extend(p),
                             Side::Snapshot(w, s) => acc.snapshots.push((w, s)),
+                            Side::ViewsSnapshot(w, s) => acc.views.push((w, s)),
                             _ => {}
                         }
                     }
@@ -359,6 +397,9 @@ impl ShardCommitter {
         for (w, s) in acc.snapshots {
             commit.meta_puts.push((window_key(epoch, w), s));
         }
+        for (w, s) in acc.views {
+            commit.meta_puts.push((views_key(epoch, w), s));
+        }
         // Globally committed for sure (see "Pruning" above).
         if let Some(horizon) = epoch.checked_sub(self.inflight) {
             while self.undos.first().is_some_and(|e| *e <= horizon) {
@@ -369,6 +410,7 @@ impl ShardCommitter {
             while self.windows.len() > 1 && self.windows[1] <= horizon {
                 let e = self.windows.remove(0);
                 commit.meta_delete_prefixes.push(window_epoch_prefix(e));
+                commit.meta_delete_prefixes.push(views_epoch_prefix(e));
             }
         }
         crate::failpoint::hit("shard.before_commit");
@@ -506,6 +548,7 @@ mod tests {
                 .map(|(u, v)| (PairKey::new(*u, 1), vec![*v]))
                 .collect(),
             snapshots: vec![(0, snapshot())],
+            views: vec![(0, vec![epoch as u8])],
         };
         c.commit(epoch, acc).expect("commit");
     }

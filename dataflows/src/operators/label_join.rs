@@ -20,6 +20,8 @@ pub struct JoinStart {
     pub reopen: bool,
     /// Where worker 0 publishes the watermark after each epoch (progress, metrics).
     pub watermark: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// Send the watermark after each epoch to this worker's views (`Side::Watermark`).
+    pub views: bool,
 }
 
 /// Why a window snapshot could not be encoded or decoded.
@@ -121,6 +123,9 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Parsed>> {
                         start
                             .watermark
                             .store(wm.current(lateness), std::sync::atomic::Ordering::Relaxed);
+                    }
+                    if start.views {
+                        session.give(Joined::Side(Side::Watermark(wm.current(lateness))));
                     }
                     session.give_iterator(out.interactions.into_iter().map(Joined::Interaction));
                     for r in out.rejected {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! chunks ─Exchange(epoch)─> Parse ─Exchange(request,item | meta: every worker)─> LabelJoin
-//!        ─Exchange(user,author)─> PairState ─Pipeline─> Sink ─> committer thread
+//!        ─Exchange(user,author)─> PairState ─Pipeline─> [Views] ─> Sink ─> committer thread
 //! ```
 //!
 //! Timestamps are epochs (one input chunk each). Every operator buffers an
@@ -14,6 +14,7 @@ mod label_join;
 mod pair_state;
 mod parse;
 mod sink;
+mod views;
 
 pub use label_join::LabelJoin;
 pub use label_join::{decode_snapshot, encode_snapshot, JoinStart, SnapshotError};
@@ -21,6 +22,7 @@ pub use pair_state::PairState;
 pub use pair_state::TransitionOutputs;
 pub use parse::{parse_chunk, ParseChunks};
 pub use sink::{InputMark, Report, ReportSink};
+pub use views::{Views, ViewsStart};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,6 +88,14 @@ pub enum Side {
     Transitions(TransitionBatch),
     /// New pair values (encoded) of one epoch on one worker.
     Puts(Vec<(PairKey, Vec<u8>)>),
+    /// What an epoch's interactions tell the views (pair operator -> views).
+    ViewFacts(Vec<crate::views::ViewFact>),
+    /// The watermark after an epoch (join -> views, on the same worker).
+    Watermark(i64),
+    /// A views worker's live facts (bincode), at commit epochs.
+    ViewsSnapshot(u32, #[serde(with = "crate::raw_bytes")] Vec<u8>),
+    /// Changes of the views' table: (row, value, +1 / -1).
+    ViewChanges(Vec<(crate::views::ViewKey, i64, i64)>),
 }
 
 /// Output of the parser.

@@ -34,6 +34,7 @@ pub trait PairState<'scope> {
         cache_entries: usize,
         durable_before: Arc<AtomicU64>,
         outputs: TransitionOutputs,
+        views: Option<crate::views::ViewsConfig>,
         abort: AbortHandle,
     ) -> Stream<'scope, u64, Vec<Side>>;
 }
@@ -46,6 +47,7 @@ impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
         cache_entries: usize,
         durable_before: Arc<AtomicU64>,
         outputs: TransitionOutputs,
+        views: Option<crate::views::ViewsConfig>,
         abort: AbortHandle,
     ) -> Stream<'scope, u64, Vec<Side>> {
         let me = self.scope().index() as u64;
@@ -82,6 +84,19 @@ impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
                     if !batch.is_empty() {
                         match shard.apply_epoch(epoch, batch) {
                             Ok(applied) => {
+                                if let Some(cfg) = &views {
+                                    let facts: Vec<_> = applied
+                                        .transitions
+                                        .iter()
+                                        .map(|t| crate::views::ViewFact::of(t, cfg))
+                                        .filter(|f| {
+                                            f.gift_milli > 0 || f.new_fan || f.deep_candidate
+                                        })
+                                        .collect();
+                                    if !facts.is_empty() {
+                                        session.give(Side::ViewFacts(facts));
+                                    }
+                                }
                                 // Nobody reads transitions: do not format or move them.
                                 if outputs.lines || outputs.records {
                                     session.give(Side::Transitions(batch_of(
