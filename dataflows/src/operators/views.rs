@@ -7,11 +7,12 @@
 //!                                       reduce (keyed by author) ─> ViewChanges ────┘
 //! ```
 //!
-//! The view inputs carry the epoch as their time, so the views of an epoch
-//! are complete when the frontier passes it, like every other output of the
-//! job, and the arrangements inside `count`, `distinct` and `reduce` compact
-//! as the epochs advance: with the facts retracted at their event-time
-//! expiry, their size follows the windows, not the history.
+//! The view inputs carry a commit epoch as their time (the facts of the
+//! epochs between two commits go in together, at the second), so the views
+//! of a commit are complete when the frontier passes it, like every other
+//! output of the job, and the arrangements inside `count`, `distinct` and
+//! `reduce` compact as the epochs advance: with the facts retracted at their
+//! event-time expiry, their size follows the windows, not the history.
 
 use differential_dataflow::{AsCollection, VecCollection};
 use timely::dataflow::channels::pact::Pipeline;
@@ -64,8 +65,9 @@ impl<'scope> Views<'scope> for Stream<'scope, u64, Vec<Side>> {
         let threads = (peers / processes.max(1) as u64).max(1);
         let out = self.unary_frontier(Pipeline, "ViewInputs", move |_cap, _info| {
             let mut state = ViewsState::default();
-            // The committed facts go in with the first epoch.
-            let mut restored = Vec::new();
+            // The view inputs not yet handed to differential (the committed
+            // facts first).
+            let mut pending: Vec<(ViewInput, i64)> = Vec::new();
             for (writer, blob) in &start.snapshots {
                 // Facts of a pair go to the pair's worker; a writer's partial
                 // sums per author (revenue, fans) all go to one worker.
@@ -75,7 +77,7 @@ impl<'scope> Views<'scope> for Stream<'scope, u64, Vec<Side>> {
                     |p| super::pair_state::pair_worker(p, processes, threads) == me,
                     |_| mine,
                     me == 0,
-                    &mut restored,
+                    &mut pending,
                 );
                 if let Err(e) = r {
                     abort.raise(format!("the views' committed state does not decode: {e}"));
@@ -100,10 +102,16 @@ impl<'scope> Views<'scope> for Stream<'scope, u64, Vec<Side>> {
                             }
                         }
                     }
-                    let mut changes = std::mem::take(&mut restored);
-                    state.epoch(&cfg, facts, now, me == 0, &mut changes);
-                    for (v, d) in changes {
-                        session.give(Out::Input(v, epoch, d as isize));
+                    state.epoch(&cfg, facts, now, me == 0, &mut pending);
+                    // The views advance at commit epochs only: the table is
+                    // read and persisted there, and differential's work per
+                    // distinct time (a batch per arrangement) would
+                    // otherwise be paid at every input chunk.
+                    if commit {
+                        consolidate(&mut pending);
+                        for (v, d) in pending.drain(..) {
+                            session.give(Out::Input(v, epoch, d as isize));
+                        }
                     }
                     if commit {
                         match state.encode() {
@@ -139,6 +147,20 @@ impl<'scope> Views<'scope> for Stream<'scope, u64, Vec<Side>> {
         let changes = view_changes(inputs);
         sides.concat(changes)
     }
+}
+
+/// Sums the diffs of equal records and drops those that cancel.
+fn consolidate(v: &mut Vec<(ViewInput, i64)>) {
+    v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    let mut out: Vec<(ViewInput, i64)> = Vec::with_capacity(v.len());
+    for (k, d) in v.drain(..) {
+        match out.last_mut() {
+            Some((last, n)) if *last == k => *n += d,
+            _ => out.push((k, d)),
+        }
+    }
+    out.retain(|(_, d)| *d != 0);
+    *v = out;
 }
 
 /// `reduce` logic: the sum of the amounts with their multiplicities.
