@@ -9,20 +9,11 @@ use std::process::{Child, Command, Output, Stdio};
 
 use common::{ok, rliv_bin, s};
 
-/// Free ports on 127.0.0.1, one per process (bound, then released).
+/// A host file of `n` free local ports, a new one per call.
 fn host_file(dir: &Path, n: usize) -> PathBuf {
-    let listeners: Vec<_> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    let text: String = listeners
-        .iter()
-        .map(|l| format!("{}\n", l.local_addr().expect("addr")))
-        .collect();
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let path = dir.join(format!("hosts-{k}"));
-    std::fs::write(&path, text).expect("write hosts");
-    path
+    common::host_file(&dir.join(format!("hosts-{k}")), n)
 }
 
 /// Settings under which every chunk is a commit (the failpoints count

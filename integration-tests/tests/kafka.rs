@@ -788,19 +788,9 @@ fn cluster_run(
     workers: u32,
     fail: Option<(usize, &str)>,
 ) -> Vec<Output> {
-    let listeners: Vec<_> = (0..2)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
-    let hosts = dir.join(format!(
-        "hosts-{}",
-        listeners[0].local_addr().expect("addr").port()
-    ));
-    let text: String = listeners
-        .iter()
-        .map(|l| format!("{}\n", l.local_addr().expect("addr")))
-        .collect();
-    std::fs::write(&hosts, text).expect("hosts");
-    drop(listeners);
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let hosts = common::host_file(&dir.join(format!("hosts-{k}")), 2);
     let children: Vec<_> = [1usize, 0]
         .iter()
         .map(|&i| {

@@ -276,16 +276,7 @@ fn a_cluster_keeps_the_same_views_and_resumes_them_after_a_killed_shard() {
     ok(rliv(&replay_args(&d, &single, 2), None));
     let want = printed(&single);
     let run = |state: &Path, fail: Option<(usize, &str)>| -> Vec<Output> {
-        let ls: Vec<_> = (0..2)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
-            .collect();
-        let hosts = state.with_extension("hosts");
-        let text: String = ls
-            .iter()
-            .map(|l| format!("{}\n", l.local_addr().expect("addr")))
-            .collect();
-        std::fs::write(&hosts, text).expect("hosts");
-        drop(ls);
+        let hosts = common::host_file(&state.with_extension("hosts"), 2);
         let children: Vec<_> = [1usize, 0]
             .iter()
             .map(|&i| {

@@ -81,6 +81,20 @@ pub fn ok(out: Output) -> Output {
     out
 }
 
+/// Writes a host file for `n` cluster processes on 127.0.0.1 at `path`: free
+/// ports (bound, then released for the job), one `host:port` per line.
+pub fn host_file(path: &Path, n: usize) -> PathBuf {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    let text: String = listeners
+        .iter()
+        .map(|l| format!("{}\n", l.local_addr().expect("local address")))
+        .collect();
+    std::fs::write(path, text).expect("write the host file");
+    path.to_path_buf()
+}
+
 /// A path as a command-line argument.
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
