@@ -266,7 +266,9 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         )?),
         None => None,
     };
-    let (snapshots, views_snapshots): (Vec<Vec<u8>>, Vec<(u32, Vec<u8>)>) = match &shard_start {
+    // The join's windows, and the views' facts by writer.
+    type Blobs = Vec<Vec<u8>>;
+    let (snapshots, views_snapshots): (Blobs, Vec<(u32, Vec<u8>)>) = match &shard_start {
         Some(s) => (s.snapshots.clone(), s.views.clone()),
         None => {
             let windows = store

@@ -108,6 +108,7 @@ fn corrupt(msg: String) -> JobError {
 }
 
 type Undo = Vec<(PairKey, Option<Vec<u8>>)>;
+type MetaEntry = (Vec<u8>, Vec<u8>);
 
 fn bincode_cfg() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -202,7 +203,8 @@ pub(super) fn prepare(
             .ok_or_else(|| corrupt(format!("{dir}: window key {k:?}")))?;
         windows.entry(epoch).or_default().push((w, v));
     }
-    let mut views: BTreeMap<u64, Vec<(Vec<u8>, Vec<u8>)>> = BTreeMap::new();
+    // Per epoch: the (key, facts) of each worker.
+    let mut views: BTreeMap<u64, Vec<MetaEntry>> = BTreeMap::new();
     for (k, v) in store.meta_with_prefix(VIEWS_PREFIX)? {
         let epoch = epoch_of(&k, VIEWS_PREFIX)?;
         if epoch >= committed_before {
