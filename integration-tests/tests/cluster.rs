@@ -7,14 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{ok, rliv_bin, s};
-
-/// A host file of `n` free local ports, a new one per call.
-fn host_file(dir: &Path, n: usize) -> PathBuf {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    common::host_file(&dir.join(format!("hosts-{k}")), n)
-}
+use common::{host_file, ok, rliv_bin, run_cluster, s};
 
 /// Settings under which every chunk is a commit (the failpoints count
 /// commits deterministically) and several hundred epochs pass.
@@ -89,27 +82,18 @@ fn cluster(
     workers: usize,
     fail: Option<(usize, &str)>,
 ) -> Vec<Output> {
-    let children: Vec<Child> = (0..processes)
-        .rev()
-        .map(|i| {
-            let mut args = job_args(d, state, workers);
-            args.extend([
-                "--processes".into(),
-                processes.to_string(),
-                "--process".into(),
-                i.to_string(),
-                "--hosts".into(),
-                s(hosts).into(),
-            ]);
-            spawn(&args, fail.filter(|f| f.0 == i).map(|f| f.1))
-        })
-        .collect();
-    let mut outs: Vec<Output> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().expect("wait"))
-        .collect();
-    outs.reverse();
-    outs
+    run_cluster(processes, |i| {
+        let mut args = job_args(d, state, workers);
+        args.extend([
+            "--processes".into(),
+            processes.to_string(),
+            "--process".into(),
+            i.to_string(),
+            "--hosts".into(),
+            s(hosts).into(),
+        ]);
+        spawn(&args, fail.filter(|f| f.0 == i).map(|f| f.1))
+    })
 }
 
 /// What a job produced: the dump, the transitions, the dead letters.

@@ -788,42 +788,31 @@ fn cluster_run(
     workers: u32,
     fail: Option<(usize, &str)>,
 ) -> Vec<Output> {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let k = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let hosts = common::host_file(&dir.join(format!("hosts-{k}")), 2);
-    let children: Vec<_> = [1usize, 0]
-        .iter()
-        .map(|&i| {
-            let mut c = env.cmd(&[
-                "run",
-                "-q",
-                "--until-end",
-                "--state",
-                s(state),
-                "-w",
-                &workers.to_string(),
-                "--processes",
-                "2",
-                "--process",
-                &i.to_string(),
-                "--hosts",
-                s(&hosts),
-            ]);
-            if let Some((_, point)) = fail.filter(|f| f.0 == i) {
-                c.env("RLIV_FAILPOINT", point);
-            }
-            c.stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("spawn")
-        })
-        .collect();
-    let mut outs: Vec<Output> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().expect("wait"))
-        .collect();
-    outs.reverse();
-    outs
+    let hosts = common::host_file(dir, 2);
+    common::run_cluster(2, |i| {
+        let mut c = env.cmd(&[
+            "run",
+            "-q",
+            "--until-end",
+            "--state",
+            s(state),
+            "-w",
+            &workers.to_string(),
+            "--processes",
+            "2",
+            "--process",
+            &i.to_string(),
+            "--hosts",
+            s(&hosts),
+        ]);
+        if let Some((_, point)) = fail.filter(|f| f.0 == i) {
+            c.env("RLIV_FAILPOINT", point);
+        }
+        c.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn")
+    })
 }
 
 #[test]

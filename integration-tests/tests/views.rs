@@ -276,37 +276,30 @@ fn a_cluster_keeps_the_same_views_and_resumes_them_after_a_killed_shard() {
     ok(rliv(&replay_args(&d, &single, 2), None));
     let want = printed(&single);
     let run = |state: &Path, fail: Option<(usize, &str)>| -> Vec<Output> {
-        let hosts = common::host_file(&state.with_extension("hosts"), 2);
-        let children: Vec<_> = [1usize, 0]
-            .iter()
-            .map(|&i| {
-                let mut args = replay_args(&d, state, 1);
-                args.extend(
-                    [
-                        "--processes",
-                        "2",
-                        "--process",
-                        &i.to_string(),
-                        "--hosts",
-                        s(&hosts),
-                    ]
-                    .map(String::from),
-                );
-                let mut c = Command::new(rliv_bin());
-                c.args(&args)
-                    .envs(env())
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::piped());
-                if let Some((_, f)) = fail.filter(|f| f.0 == i) {
-                    c.env("RLIV_FAILPOINT", f);
-                }
-                c.spawn().expect("spawn")
-            })
-            .collect();
-        children
-            .into_iter()
-            .map(|c| c.wait_with_output().expect("wait"))
-            .collect()
+        let hosts = common::host_file(dir.path(), 2);
+        common::run_cluster(2, |i| {
+            let mut args = replay_args(&d, state, 1);
+            args.extend(
+                [
+                    "--processes",
+                    "2",
+                    "--process",
+                    &i.to_string(),
+                    "--hosts",
+                    s(&hosts),
+                ]
+                .map(String::from),
+            );
+            let mut c = Command::new(rliv_bin());
+            c.args(&args)
+                .envs(env())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+            if let Some((_, f)) = fail.filter(|f| f.0 == i) {
+                c.env("RLIV_FAILPOINT", f);
+            }
+            c.spawn().expect("spawn")
+        })
     };
     let state = dir.path().join("cluster");
     let outs = run(&state, Some((1, "shard.after_commit:30")));

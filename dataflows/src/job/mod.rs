@@ -218,14 +218,15 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
     // Process 0 tells the others how to start, or why not, before it returns an error.
     let mut sockets = None;
     if let Some(spec) = &cluster_spec {
+        let outputs = transition_outputs(&req);
         let start = match &decided {
             Ok(Decided::Run(s)) => cluster::Start::Go {
                 committed_before: s.cp.next_epoch,
                 last_commit: s.last_commit,
                 reopen: s.reopen,
                 inflight: req.replay.max_inflight_chunks as u64,
-                lines: transition_outputs(&req).lines,
-                records: transition_outputs(&req).records,
+                lines: outputs.lines,
+                records: outputs.records,
             },
             Ok(Decided::UpToDate(_)) => cluster::Start::UpToDate,
             Err(e) => cluster::Start::Refused(e.to_string()),

@@ -81,9 +81,13 @@ pub fn ok(out: Output) -> Output {
     out
 }
 
-/// Writes a host file for `n` cluster processes on 127.0.0.1 at `path`: free
-/// ports (bound, then released for the job), one `host:port` per line.
-pub fn host_file(path: &Path, n: usize) -> PathBuf {
+/// Writes a new host file in `dir` for `n` cluster processes on
+/// 127.0.0.1: free ports (bound, then released for the job), one
+/// `host:port` per line.
+pub fn host_file(dir: &Path, n: usize) -> PathBuf {
+    static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = dir.join(format!("hosts-{k}"));
     let listeners: Vec<std::net::TcpListener> = (0..n)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
         .collect();
@@ -91,8 +95,21 @@ pub fn host_file(path: &Path, n: usize) -> PathBuf {
         .iter()
         .map(|l| format!("{}\n", l.local_addr().expect("local address")))
         .collect();
-    std::fs::write(path, text).expect("write the host file");
-    path.to_path_buf()
+    std::fs::write(&path, text).expect("write the host file");
+    path
+}
+
+/// Runs the `n` processes of a cluster (`start(i)` spawns process `i`; the
+/// later processes first, which then wait for the earlier ones) and returns
+/// their outputs in process order.
+pub fn run_cluster(n: usize, start: impl Fn(usize) -> std::process::Child) -> Vec<Output> {
+    let children: Vec<_> = (0..n).rev().map(&start).collect();
+    let mut outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().expect("wait for a cluster process"))
+        .collect();
+    outs.reverse();
+    outs
 }
 
 /// A path as a command-line argument.
