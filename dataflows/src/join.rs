@@ -16,10 +16,12 @@
 //!   for one to arrive, then it is an orphan.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, VecDeque};
 
 use rliv_state::{FastMap, Rewards};
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::config::JoinConfig;
 use crate::event::{Action, ActionKind, Exposure, Interaction, Source};
@@ -92,6 +94,7 @@ impl JoinOutput {
     }
 }
 
+/// An open exposure as the window snapshot stores it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Open {
     exposure: Exposure,
@@ -118,15 +121,38 @@ impl JoinSnapshot {
     }
 }
 
+/// An open exposure in the join's slab. Most exposures get no more than two
+/// actions (a click and a watch), which then live inline.
+struct OpenSlot {
+    exposure: Exposure,
+    actions: SmallVec<[Action; 2]>,
+}
+
+/// What the join knows of one exposure identity: one hash lookup answers
+/// "open, closed or unseen" for every exposure and action.
+#[derive(Copy, Clone, Debug)]
+enum Slot {
+    /// Open: its index in the slab.
+    Open(u32),
+    /// Closed; remembered (actions for it are late, a repeat is a
+    /// duplicate) until this event time.
+    Closed(i64),
+}
+
 /// One worker's label join state.
 #[derive(Default)]
 pub struct JoinState {
     cfg: JoinConfig,
-    open: FastMap<Key, Open>,
-    close_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
+    /// Every open or remembered exposure identity.
+    slots: FastMap<Key, Slot>,
+    /// Open exposures; `None` entries are free and listed in `free`.
+    opens: Vec<Option<OpenSlot>>,
+    free: Vec<u32>,
+    /// Open exposures by close time (`ts + window`) and slab index. Each
+    /// open exposure has exactly one entry, so an index is never stale.
+    close_queue: BinaryHeap<Reverse<(i64, u32)>>,
     pending: FastMap<Key, Vec<Action>>,
     pending_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
-    tombs: FastMap<Key, Tomb>,
     /// Closed exposures by the time they are forgotten. Exposures close in
     /// time order (the close queue pops by time, and an exposure that is
     /// not late closes after every exposure already closed), so their
@@ -143,7 +169,7 @@ impl JoinState {
     }
 
     pub fn open_exposures(&self) -> usize {
-        self.open.len()
+        self.opens.len() - self.free.len()
     }
 
     pub fn pending_actions(&self) -> usize {
@@ -164,7 +190,7 @@ impl JoinState {
         out: &mut JoinOutput,
     ) {
         exposures.sort_unstable();
-        actions.sort_unstable_by_key(Action::sort_key);
+        actions.sort_unstable_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         for e in exposures {
             self.add_exposure(w_prev, e, out);
         }
@@ -173,9 +199,26 @@ impl JoinState {
         }
     }
 
+    /// Puts an open exposure in the slab and its close time in the queue.
+    fn open(&mut self, slot: OpenSlot) -> u32 {
+        let close = self.close_at(slot.exposure.ts_ms);
+        let idx = match self.free.pop() {
+            Some(i) => {
+                self.opens[i as usize] = Some(slot);
+                i
+            }
+            None => {
+                self.opens.push(Some(slot));
+                (self.opens.len() - 1) as u32
+            }
+        };
+        self.close_queue.push(Reverse((close, idx)));
+        idx
+    }
+
     fn add_exposure(&mut self, w_prev: i64, e: Exposure, out: &mut JoinOutput) {
         let key = e.key();
-        if self.open.contains_key(&key) || self.tombs.contains_key(&key) {
+        if self.slots.contains_key(&key) {
             out.counters.inc(Counter::DuplicateExposures);
             return;
         }
@@ -185,39 +228,48 @@ impl JoinState {
                 .push(Rejected::Exposure(Reason::LateExposure, e));
             return;
         }
-        self.close_queue.push(Reverse((e.ts_ms, key.0, key.1)));
-        let mut open = Open {
+        let mut open = OpenSlot {
             exposure: e,
-            actions: Vec::new(),
+            actions: SmallVec::new(),
         };
-        if let Some(waiting) = self.pending.remove(&key) {
-            for a in waiting {
-                Self::attribute(&self.cfg, &mut open, a, out);
+        // Actions rarely come before their exposure: skip the lookup when
+        // none is waiting.
+        if !self.pending.is_empty() {
+            if let Some(waiting) = self.pending.remove(&key) {
+                for a in waiting {
+                    Self::attribute(&self.cfg, &mut open, a, out);
+                }
             }
         }
-        self.open.insert(key, open);
+        let idx = self.open(open);
+        self.slots.insert(key, Slot::Open(idx));
     }
 
     fn add_action(&mut self, w_prev: i64, a: Action, out: &mut JoinOutput) {
         let key = a.key();
-        if let Some(open) = self.open.get_mut(&key) {
-            Self::attribute(&self.cfg, open, a, out);
-        } else if self.tombs.contains_key(&key) {
-            out.reject_action(Reason::LateAction, a);
-        } else if a.ts_ms.saturating_add(self.cfg.window_ms) < w_prev {
-            // Any exposure it could match would itself be late by now.
-            out.reject_action(Reason::OrphanAction, a);
-        } else {
-            self.pending_queue.push(Reverse((
-                a.ts_ms.saturating_add(self.cfg.window_ms),
-                key.0,
-                key.1,
-            )));
-            self.pending.entry(key).or_default().push(a);
+        match self.slots.get(&key) {
+            Some(Slot::Open(idx)) => match self.opens.get_mut(*idx as usize) {
+                Some(Some(open)) => Self::attribute(&self.cfg, open, a, out),
+                // The slab and the slots agree by construction.
+                _ => out.reject_action(Reason::OrphanAction, a),
+            },
+            Some(Slot::Closed(_)) => out.reject_action(Reason::LateAction, a),
+            None if a.ts_ms.saturating_add(self.cfg.window_ms) < w_prev => {
+                // Any exposure it could match would itself be late by now.
+                out.reject_action(Reason::OrphanAction, a);
+            }
+            None => {
+                self.pending_queue.push(Reverse((
+                    a.ts_ms.saturating_add(self.cfg.window_ms),
+                    key.0,
+                    key.1,
+                )));
+                self.pending.entry(key).or_default().push(a);
+            }
         }
     }
 
-    fn attribute(cfg: &JoinConfig, open: &mut Open, a: Action, out: &mut JoinOutput) {
+    fn attribute(cfg: &JoinConfig, open: &mut OpenSlot, a: Action, out: &mut JoinOutput) {
         let e = &open.exposure;
         if a.user_id != e.user_id {
             out.reject_action(Reason::UserMismatch, a);
@@ -238,21 +290,22 @@ impl JoinState {
     pub fn advance(&mut self, w: i64, drain: bool, out: &mut JoinOutput) {
         let window = self.cfg.window_ms;
         let w_close = if drain { i64::MAX } else { w };
-        while let Some(Reverse((ts, r, i))) = self.close_queue.peek().copied() {
-            if !(ts.saturating_add(window) < w_close || drain) {
+        while let Some(Reverse((close, idx))) = self.close_queue.peek().copied() {
+            if !(close < w_close || drain) {
                 break;
             }
             self.close_queue.pop();
-            let Some(open) = self.open.remove(&(r, i)) else {
+            let Some(mut open) = self.opens.get_mut(idx as usize).and_then(Option::take) else {
                 continue;
             };
-            let expire_at = ts
-                .saturating_add(window)
-                .saturating_add(self.cfg.late_retention_ms);
-            self.push_tomb(expire_at, (r, i));
+            self.free.push(idx);
+            let key = open.exposure.key();
+            let expire_at = close.saturating_add(self.cfg.late_retention_ms);
+            self.slots.insert(key, Slot::Closed(expire_at));
+            self.push_tomb(expire_at, key);
             out.counters.inc(Counter::ClosedExposures);
             out.interactions.push(Interaction {
-                rewards: rewards(open.actions),
+                rewards: rewards_of(&mut open.actions),
                 exposure: open.exposure,
             });
         }
@@ -280,22 +333,38 @@ impl JoinState {
                 break;
             }
             self.tomb_queue.pop_front();
-            if self
-                .tombs
-                .get(&(r, i))
-                .is_some_and(|t| t.expire_at == expire_at)
-            {
-                self.tombs.remove(&(r, i));
+            if let Entry::Occupied(slot) = self.slots.entry((r, i)) {
+                if matches!(slot.get(), Slot::Closed(t) if *t == expire_at) {
+                    slot.remove();
+                }
             }
         }
     }
 
     pub fn snapshot(&self) -> JoinSnapshot {
-        let mut open: Vec<Open> = self.open.values().cloned().collect();
+        let mut open: Vec<Open> = Vec::with_capacity(self.open_exposures());
+        let mut tombs: Vec<(Key, Tomb)> = Vec::new();
+        for (key, slot) in &self.slots {
+            match slot {
+                Slot::Open(idx) => {
+                    if let Some(Some(o)) = self.opens.get(*idx as usize) {
+                        open.push(Open {
+                            exposure: o.exposure.clone(),
+                            actions: o.actions.to_vec(),
+                        });
+                    }
+                }
+                Slot::Closed(expire_at) => tombs.push((
+                    *key,
+                    Tomb {
+                        expire_at: *expire_at,
+                    },
+                )),
+            }
+        }
         open.sort_by_key(|o| o.exposure.key());
         let mut pending: Vec<Action> = self.pending.values().flatten().cloned().collect();
         pending.sort_by_key(Action::sort_key);
-        let mut tombs: Vec<(Key, Tomb)> = self.tombs.iter().map(|(k, t)| (*k, *t)).collect();
         tombs.sort_by_key(|(k, _)| *k);
         JoinSnapshot {
             open,
@@ -309,9 +378,11 @@ impl JoinState {
         for o in snap.open {
             let key = o.exposure.key();
             if keep(key) {
-                self.close_queue
-                    .push(Reverse((o.exposure.ts_ms, key.0, key.1)));
-                self.open.insert(key, o);
+                let idx = self.open(OpenSlot {
+                    exposure: o.exposure,
+                    actions: o.actions.into(),
+                });
+                self.slots.insert(key, Slot::Open(idx));
             }
         }
         for a in snap.pending {
@@ -329,33 +400,36 @@ impl JoinState {
             snap.tombs.into_iter().filter(|(k, _)| keep(*k)).collect();
         tombs.sort_by_key(|(k, t)| (t.expire_at, *k));
         for (key, t) in tombs {
+            self.slots.insert(key, Slot::Closed(t.expire_at));
             self.push_tomb(t.expire_at, key);
         }
     }
 
-    /// Remembers a closed exposure until `expire_at`. The FIFO stays sorted:
-    /// an expiry older than the newest one (a restored window merged with
-    /// newer closes cannot produce one, but a drain can close out of time
-    /// order) is inserted at its place.
+    /// Queues a closed exposure to be forgotten at `expire_at` (its slot says
+    /// `Closed(expire_at)`). The FIFO stays sorted by expiry: an expiry older
+    /// than the newest one (a restored window merged with newer closes
+    /// cannot produce one, but a drain can close out of time order) is
+    /// inserted at its place.
     fn push_tomb(&mut self, expire_at: i64, key: Key) {
         let entry = (expire_at, key.0, key.1);
-        if self.tomb_queue.back().is_none_or(|b| *b <= entry) {
+        if self.tomb_queue.back().is_none_or(|b| b.0 <= expire_at) {
             self.tomb_queue.push_back(entry);
         } else {
-            let at = self.tomb_queue.partition_point(|e| *e <= entry);
+            let at = self.tomb_queue.partition_point(|e| e.0 <= expire_at);
             self.tomb_queue.insert(at, entry);
         }
-        self.tombs.insert(key, Tomb { expire_at });
     }
 }
 
 /// The contract's rewards of one exposure from its attributed (deduplicated)
 /// actions. Sums run in a fixed order so the result is bit-for-bit the same
 /// whatever order the actions arrived in.
-pub fn rewards(mut actions: Vec<Action>) -> Rewards {
-    actions.sort_by_key(Action::identity);
+pub fn rewards_of(actions: &mut [Action]) -> Rewards {
+    if actions.len() > 1 {
+        actions.sort_by_key(Action::identity);
+    }
     let mut r = Rewards::default();
-    for a in &actions {
+    for a in actions.iter() {
         match a.kind {
             ActionKind::Click => r.click = 1.0,
             ActionKind::Watch => r.watch += a.value,
@@ -380,17 +454,17 @@ mod tests {
     fn closed_exposures_are_forgotten_at_their_expiry_whatever_order_they_closed_in() {
         let mut j = JoinState::new(JoinConfig::default());
         // Out of time order (a drain, or a watermark that went back on a new run).
-        j.push_tomb(T0 + 300, (1, 1));
-        j.push_tomb(T0 + 100, (2, 2));
-        j.push_tomb(T0 + 200, (3, 3));
-        j.push_tomb(T0 + 100, (4, 4));
+        for (t, k) in [(300, (1, 1)), (100, (2, 2)), (200, (3, 3)), (100, (4, 4))] {
+            j.slots.insert(k, Slot::Closed(T0 + t));
+            j.push_tomb(T0 + t, k);
+        }
         let mut out = JoinOutput::default();
         j.advance(T0 + 150, false, &mut out);
-        let mut left: Vec<Key> = j.tombs.keys().copied().collect();
+        let mut left: Vec<Key> = j.slots.keys().copied().collect();
         left.sort_unstable();
         assert_eq!(left, vec![(1, 1), (3, 3)]);
         j.advance(T0 + 250, false, &mut out);
-        assert_eq!(j.tombs.keys().copied().collect::<Vec<_>>(), vec![(1, 1)]);
+        assert_eq!(j.slots.keys().copied().collect::<Vec<_>>(), vec![(1, 1)]);
         assert_eq!(j.tomb_queue.len(), 1);
     }
 

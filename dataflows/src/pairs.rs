@@ -18,6 +18,7 @@ use rliv_state::{FastMap, PairCounters, PairKey, PairSnapshot, StateError, Store
 
 use crate::event::{Interaction, Transition};
 use crate::metrics::{Counter, Counters};
+use crate::views::{ViewFact, ViewsConfig};
 
 #[derive(Copy, Clone)]
 struct Entry {
@@ -53,6 +54,8 @@ impl PairSource for NoPairs {
 pub struct EpochApplied {
     /// Transitions in (user, author, ts, request, item) order.
     pub transitions: Vec<Transition>,
+    /// The views' facts, in the same order (when asked for).
+    pub facts: Vec<ViewFact>,
     pub counters: Counters,
 }
 
@@ -92,17 +95,38 @@ impl<S: PairSource> PairShard<S> {
     pub fn apply_epoch(
         &mut self,
         epoch: u64,
-        mut batch: Vec<Interaction>,
+        batch: Vec<Interaction>,
+    ) -> Result<EpochApplied, StateError> {
+        self.apply_epoch_with(epoch, batch, true, None)
+    }
+
+    /// [`Self::apply_epoch`] producing only what is read: the transitions
+    /// when `transitions`, and with `views` the facts the views take (those
+    /// that say something: a gift, a new fan, a deep candidate).
+    pub fn apply_epoch_with(
+        &mut self,
+        epoch: u64,
+        batch: Vec<Interaction>,
+        transitions: bool,
+        views: Option<&ViewsConfig>,
     ) -> Result<EpochApplied, StateError> {
         let mut out = EpochApplied::default();
         if batch.is_empty() {
             return Ok(out);
         }
-        batch.sort_unstable_by(|a, b| a.order_key().cmp(&b.order_key()));
-        self.load(&batch, &mut out.counters)?;
-        out.transitions.reserve(batch.len());
-        for it in batch {
-            let e = it.exposure;
+        // Sort small keys, not the interactions (each carries its exposure).
+        let mut order: Vec<((PairKey, i64, u64, u64), u32)> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, it)| (it.order_key(), i as u32))
+            .collect();
+        order.sort_unstable();
+        self.load(order.iter().map(|((pair, ..), _)| *pair), &mut out.counters)?;
+        if transitions {
+            out.transitions.reserve(batch.len());
+        }
+        for it in order.iter().filter_map(|(_, i)| batch.get(*i as usize)) {
+            let e = &it.exposure;
             let key = PairKey::new(e.user_id, e.author_id);
             let Some(entry) = self.hot.get_mut(&key) else {
                 return Err(StateError::Corrupt(format!(
@@ -110,29 +134,46 @@ impl<S: PairSource> PairShard<S> {
                     key.user_id, key.author_id
                 )));
             };
-            let state = PairSnapshot::from(&entry.counters);
+            let follows_before = entry.counters.counts.follows;
+            let state = transitions.then(|| PairSnapshot::from(&entry.counters));
             entry.counters.apply(e.ts_ms, &it.rewards);
             if !entry.dirty {
                 entry.dirty = true;
                 self.dirty.push(key);
             }
             entry.modified = epoch;
+            if let Some(cfg) = views {
+                let c = &entry.counters;
+                let fact = ViewFact::of_parts(
+                    key,
+                    e.ts_ms,
+                    it.rewards.gift,
+                    follows_before,
+                    c.counts.follows,
+                    c.counts.watches,
+                    c.last_ts_ms,
+                    cfg,
+                );
+                if fact.says_something() {
+                    out.facts.push(fact);
+                }
+            }
+            let Some(state) = state else { continue };
             out.transitions.push(Transition {
                 request_id: e.request_id,
                 user_id: e.user_id,
                 author_id: e.author_id,
                 item_id: e.item_id,
                 ts_ms: e.ts_ms,
-                user_feats: e.user_feats,
-                item_feats: e.item_feats,
+                user_feats: e.user_feats.clone(),
+                item_feats: e.item_feats.clone(),
                 state,
                 reward: it.rewards,
                 next_state: PairSnapshot::from(&entry.counters),
             });
         }
         self.hot_newest = self.hot_newest.max(epoch);
-        out.counters
-            .add(Counter::Transitions, out.transitions.len() as u64);
+        out.counters.add(Counter::Transitions, order.len() as u64);
         self.maybe_rotate();
         Ok(out)
     }
@@ -162,13 +203,16 @@ impl<S: PairSource> PairShard<S> {
         self.dirty.len()
     }
 
-    /// Makes sure every pair of `batch` is in `hot`: from `cold`, or from the
+    /// Makes sure every pair of `sorted_pairs` is in `hot`: from `cold`, or from the
     /// source in one batched read.
-    fn load(&mut self, batch: &[Interaction], counters: &mut Counters) -> Result<(), StateError> {
+    fn load(
+        &mut self,
+        sorted_pairs: impl Iterator<Item = PairKey>,
+        counters: &mut Counters,
+    ) -> Result<(), StateError> {
         let mut missing: Vec<PairKey> = Vec::new();
         let mut last = None;
-        for it in batch {
-            let key = it.exposure.pair();
+        for key in sorted_pairs {
             if last == Some(key) {
                 continue;
             }
@@ -243,6 +287,59 @@ mod tests {
                 gift: 0.0,
             },
         }
+    }
+
+    #[test]
+    fn facts_without_transitions_equal_the_facts_read_off_the_transitions() -> TestResult {
+        let cfg = ViewsConfig {
+            deep_min_watches: 2,
+            ..ViewsConfig::default()
+        };
+        // Follows, gifts and watches spread over pairs and epochs, so every
+        // kind of fact (new fan, gift, deep candidate) and none occur.
+        let epochs: Vec<Vec<Interaction>> = (0..4u64)
+            .map(|epoch| {
+                (0..30u64)
+                    .map(|i| {
+                        let mut x =
+                            it(i % 5, i % 3, (epoch * 100 + i) as i64, epoch * 100 + i, 1.0);
+                        x.rewards.follow = f64::from(u8::from((i + epoch) % 4 == 0));
+                        x.rewards.gift = if i % 7 == 0 { 1.5 } else { 0.0 };
+                        x.rewards.watch = if i % 2 == 0 { 3.0 } else { 0.0 };
+                        x
+                    })
+                    .collect()
+            })
+            .collect();
+        let durable = || Arc::new(AtomicU64::new(0));
+        let mut full = PairShard::new(Arc::new(NoPairs), 100, durable());
+        let mut lean = PairShard::new(Arc::new(NoPairs), 100, durable());
+        let mut kinds = [0usize; 3];
+        for (epoch, batch) in epochs.into_iter().enumerate() {
+            let epoch = epoch as u64 + 1;
+            let a = full.apply_epoch(epoch, batch.clone())?;
+            let b = lean.apply_epoch_with(epoch, batch, false, Some(&cfg))?;
+            let expected: Vec<ViewFact> = a
+                .transitions
+                .iter()
+                .map(|t| ViewFact::of(t, &cfg))
+                .filter(ViewFact::says_something)
+                .collect();
+            assert!(b.transitions.is_empty());
+            assert_eq!(b.facts, expected);
+            assert_eq!(b.counters, a.counters);
+            for f in &b.facts {
+                kinds[0] += usize::from(f.new_fan);
+                kinds[1] += usize::from(f.gift_milli > 0);
+                kinds[2] += usize::from(f.deep_candidate);
+            }
+        }
+        assert!(
+            kinds.iter().all(|k| *k > 0),
+            "every kind of fact occurs: {kinds:?}"
+        );
+        assert_eq!(full.flush(), lean.flush());
+        Ok(())
     }
 
     #[test]

@@ -88,15 +88,44 @@ pub struct ViewFact {
 impl ViewFact {
     /// The facts of one transition.
     pub fn of(t: &crate::event::Transition, cfg: &ViewsConfig) -> ViewFact {
-        let next = &t.next_state;
+        ViewFact::of_parts(
+            PairKey::new(t.user_id, t.author_id),
+            t.ts_ms,
+            t.reward.gift,
+            t.state.follows,
+            t.next_state.follows,
+            t.next_state.watches,
+            t.next_state.last_ts_ms,
+            cfg,
+        )
+    }
+
+    /// The facts of one interaction from the pair's counters around it (what
+    /// [`ViewFact::of`] reads off a transition, without building one).
+    #[allow(clippy::too_many_arguments)]
+    pub fn of_parts(
+        pair: PairKey,
+        ts_ms: i64,
+        gift: f64,
+        follows_before: u64,
+        follows_after: u64,
+        watches_after: u64,
+        last_ts_after: i64,
+        cfg: &ViewsConfig,
+    ) -> ViewFact {
         ViewFact {
-            pair: PairKey::new(t.user_id, t.author_id),
-            ts_ms: t.ts_ms,
-            gift_milli: milli(t.reward.gift),
-            new_fan: t.state.follows == 0 && next.follows > 0,
-            deep_candidate: next.follows > 0 && next.watches >= cfg.deep_min_watches,
-            last_ts_ms: t.next_state.last_ts_ms.max(t.ts_ms),
+            pair,
+            ts_ms,
+            gift_milli: milli(gift),
+            new_fan: follows_before == 0 && follows_after > 0,
+            deep_candidate: follows_after > 0 && watches_after >= cfg.deep_min_watches,
+            last_ts_ms: last_ts_after.max(ts_ms),
         }
+    }
+
+    /// Whether the views take this fact at all.
+    pub fn says_something(&self) -> bool {
+        self.gift_milli > 0 || self.new_fan || self.deep_candidate
     }
 }
 

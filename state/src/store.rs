@@ -338,6 +338,13 @@ fn options(opts: &StoreOptions) -> Result<(Options, Vec<ColumnFamilyDescriptor>)
     pairs.set_compression_type(DBCompressionType::Lz4);
     pairs.set_bottommost_compression_type(compression);
     pairs.set_level_compaction_dynamic_level_bytes(true);
+    if opts.bloom_bits_per_key > 0.0 {
+        // A whole-key bloom filter over the memtable: a replay's lookups are
+        // mostly of pairs that do not exist yet, and without it each one
+        // walks the memtable's skip list.
+        pairs.set_memtable_prefix_bloom_ratio(0.05);
+        pairs.set_memtable_whole_key_filtering(true);
+    }
 
     let mut meta = Options::default();
     meta.set_compression_type(DBCompressionType::Lz4);

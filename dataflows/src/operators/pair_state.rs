@@ -82,23 +82,14 @@ impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
                         continue;
                     }
                     if !batch.is_empty() {
-                        match shard.apply_epoch(epoch, batch) {
+                        // Nobody reads transitions: do not build, format or move them.
+                        let transitions = outputs.lines || outputs.records;
+                        match shard.apply_epoch_with(epoch, batch, transitions, views.as_ref()) {
                             Ok(applied) => {
-                                if let Some(cfg) = &views {
-                                    let facts: Vec<_> = applied
-                                        .transitions
-                                        .iter()
-                                        .map(|t| crate::views::ViewFact::of(t, cfg))
-                                        .filter(|f| {
-                                            f.gift_milli > 0 || f.new_fan || f.deep_candidate
-                                        })
-                                        .collect();
-                                    if !facts.is_empty() {
-                                        session.give(Side::ViewFacts(facts));
-                                    }
+                                if !applied.facts.is_empty() {
+                                    session.give(Side::ViewFacts(applied.facts));
                                 }
-                                // Nobody reads transitions: do not format or move them.
-                                if outputs.lines || outputs.records {
+                                if transitions {
                                     session.give(Side::Transitions(batch_of(
                                         applied.transitions,
                                         outputs,
