@@ -171,9 +171,8 @@ pub(super) fn worker_body(
             let processes = cluster.as_ref().map_or(1, |c| c.processes);
             let sides = chunks
                 .parse_chunks()
-                .label_join(join_cfg, cfg.drain_at_end, start, abort.clone())
+                .label_join(join_cfg, cfg.drain_at_end, processes, start, abort.clone())
                 .pair_state(
-                    processes,
                     store,
                     cfg.pair_cache_entries,
                     durable_before,

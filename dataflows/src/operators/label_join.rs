@@ -5,7 +5,8 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-use super::{AbortHandle, DeadLetter, Joined, Meta, Parsed, Side, Stash};
+use super::pair_state::pair_worker;
+use super::{bundle, AbortHandle, Bundle, DeadLetter, Joined, Meta, Parsed, Side, Stash};
 use crate::config::JoinConfig;
 use crate::event::{exposure_route, Action, Exposure, Source};
 use crate::join::{JoinOutput, JoinSnapshot, JoinState, Rejected, Watermark};
@@ -47,32 +48,38 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<(Watermark, JoinSnapshot), Snapsh
 
 pub trait LabelJoin<'scope> {
     /// Joins exposures and actions routed by `(request_id, item_id)`.
+    /// Its output is bundled by the pair worker of each interaction
+    /// ([`super::pair_state::pair_worker`] over `processes`); side records
+    /// stay on this worker.
     fn label_join(
         self,
         cfg: JoinConfig,
         drain_at_end: bool,
+        processes: usize,
         start: JoinStart,
         abort: AbortHandle,
-    ) -> Stream<'scope, u64, Vec<Joined>>;
+    ) -> Stream<'scope, u64, Vec<Bundle<Joined>>>;
 }
 
-impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Parsed>> {
+impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Bundle<Parsed>>> {
     fn label_join(
         self,
         cfg: JoinConfig,
         drain_at_end: bool,
+        processes: usize,
         start: JoinStart,
         abort: AbortHandle,
-    ) -> Stream<'scope, u64, Vec<Joined>> {
+    ) -> Stream<'scope, u64, Vec<Bundle<Joined>>> {
         let me = self.scope().index() as u64;
         let peers = self.scope().peers() as u64;
-        let route = move |p: &Parsed| match p {
-            Parsed::Exposure(e) => exposure_route(e.request_id, e.item_id),
-            Parsed::Action(a) => exposure_route(a.request_id, a.item_id),
-            Parsed::Meta(m) => u64::from(m.target),
-            Parsed::Side(_) => me,
+        let processes = processes.max(1);
+        let threads = (peers as usize / processes).max(1) as u64;
+        let pair_route = move |j: &Joined| match j {
+            Joined::Interaction(i) => pair_worker(i.exposure.pair(), processes, threads),
+            Joined::Side(_) => me,
         };
-        self.unary_frontier(Exchange::new(route), "LabelJoin", move |_cap, _info| {
+        let pact = Exchange::new(|b: &Bundle<Parsed>| b.to);
+        self.unary_frontier(pact, "LabelJoin", move |_cap, _info| {
             let lateness = cfg.allowed_lateness_ms;
             let mut join = JoinState::new(cfg.clone());
             let mut wm = Watermark::default();
@@ -93,17 +100,19 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Parsed>> {
             let mut stash = Stash::new();
             move |(input, frontier), output| {
                 stash.absorb(input);
-                for (cap, items) in stash.ready(frontier) {
+                for (cap, bundles) in stash.ready(frontier) {
                     let mut session = output.session(&cap);
-                    let mut exposures = Vec::new();
-                    let mut actions = Vec::new();
+                    let records: usize = bundles.iter().map(|b| b.items.len()).sum();
+                    let mut exposures = Vec::with_capacity(records);
+                    let mut actions = Vec::with_capacity(records);
                     let mut meta = Meta::default();
-                    for item in items {
+                    let mut sent: Vec<Joined> = Vec::new();
+                    for item in bundles.into_iter().flat_map(|b| b.items) {
                         match item {
                             Parsed::Exposure(e) => exposures.push(e),
                             Parsed::Action(a) => actions.push(a),
                             Parsed::Meta(m) => meta = m,
-                            Parsed::Side(s) => session.give(Joined::Side(s)),
+                            Parsed::Side(s) => sent.push(Joined::Side(s)),
                         }
                     }
                     let mut out = JoinOutput::default();
@@ -125,23 +134,25 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Parsed>> {
                             .store(wm.current(lateness), std::sync::atomic::Ordering::Relaxed);
                     }
                     if start.views {
-                        session.give(Joined::Side(Side::Watermark(wm.current(lateness))));
+                        sent.push(Joined::Side(Side::Watermark(wm.current(lateness))));
                     }
-                    session.give_iterator(out.interactions.into_iter().map(Joined::Interaction));
+                    sent.reserve(out.interactions.len());
+                    sent.extend(out.interactions.into_iter().map(Joined::Interaction));
                     for r in out.rejected {
-                        session.give(Joined::Side(Side::Dead(dead_letter(r, &cfg))));
+                        sent.push(Joined::Side(Side::Dead(dead_letter(r, &cfg))));
                     }
                     if !out.counters.is_zero() {
-                        session.give(Joined::Side(Side::Counts(out.counters)));
+                        sent.push(Joined::Side(Side::Counts(out.counters)));
                     }
                     if meta.commit {
                         match encode_snapshot(&wm, &join.snapshot()) {
-                            Ok(bytes) => {
-                                session.give(Joined::Side(Side::Snapshot(me as u32, bytes)))
-                            }
+                            Ok(bytes) => sent.push(Joined::Side(Side::Snapshot(me as u32, bytes))),
                             Err(e) => abort.raise(format!("encoding the window snapshot: {e}")),
                         }
                     }
+                    session.give_iterator(
+                        bundle(sent.into_iter(), peers as usize, pair_route).into_iter(),
+                    );
                 }
             }
         })

@@ -9,7 +9,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-use super::{AbortHandle, Joined, Side, Stash, TransitionBatch};
+use super::{AbortHandle, Bundle, Joined, Side, Stash, TransitionBatch};
 use crate::pairs::{PairShard, PairSource};
 
 /// What the pair operator produces besides the pair values.
@@ -22,14 +22,11 @@ pub struct TransitionOutputs {
 }
 
 pub trait PairState<'scope> {
-    /// Applies interactions routed to the worker that owns their pair;
-    /// `durable_before` is the committer's "every epoch below this is in
-    /// RocksDB". With `processes > 1` (cluster mode) a pair lives on the
-    /// process of its user ([`rliv_state::user_process`]), and on the
-    /// worker of its pair hash within that process.
+    /// Applies interactions bundled for the worker that owns their pair
+    /// ([`pair_worker`], by the label join); `durable_before` is the
+    /// committer's "every epoch below this is in RocksDB".
     fn pair_state<S: PairSource + Send + Sync + 'static>(
         self,
-        processes: usize,
         source: Arc<S>,
         cache_entries: usize,
         durable_before: Arc<AtomicU64>,
@@ -39,10 +36,9 @@ pub trait PairState<'scope> {
     ) -> Stream<'scope, u64, Vec<Side>>;
 }
 
-impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
+impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Bundle<Joined>>> {
     fn pair_state<S: PairSource + Send + Sync + 'static>(
         self,
-        processes: usize,
         source: Arc<S>,
         cache_entries: usize,
         durable_before: Arc<AtomicU64>,
@@ -50,26 +46,21 @@ impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
         views: Option<crate::views::ViewsConfig>,
         abort: AbortHandle,
     ) -> Stream<'scope, u64, Vec<Side>> {
-        let me = self.scope().index() as u64;
-        let processes = processes.max(1);
-        let threads = (self.scope().peers() / processes).max(1) as u64;
-        let route = move |j: &Joined| match j {
-            Joined::Interaction(i) => pair_worker(i.exposure.pair(), processes, threads),
-            Joined::Side(_) => me,
-        };
-        self.unary_frontier(Exchange::new(route), "PairState", move |_cap, _info| {
+        // The join bundled its output by pair worker (`pair_worker`).
+        let pact = Exchange::new(|b: &Bundle<Joined>| b.to);
+        self.unary_frontier(pact, "PairState", move |_cap, _info| {
             let mut shard = PairShard::new(source, cache_entries, durable_before);
             let mut stash = Stash::new();
             move |(input, frontier), output| {
                 stash.absorb(input);
-                for (cap, items) in stash.ready(frontier) {
+                for (cap, bundles) in stash.ready(frontier) {
                     let epoch = *cap.time();
                     let mut session = output.session(&cap);
-                    let mut batch = Vec::new();
+                    let mut batch = Vec::with_capacity(bundles.iter().map(|b| b.items.len()).sum());
                     // The join sends its window snapshot at commit epochs only:
                     // that is when the changed pairs must go to the committer.
                     let mut commit = false;
-                    for item in items {
+                    for item in bundles.into_iter().flat_map(|b| b.items) {
                         match item {
                             Joined::Interaction(i) => batch.push(i),
                             Joined::Side(s) => {
@@ -115,7 +106,9 @@ impl<'scope> PairState<'scope> for Stream<'scope, u64, Vec<Joined>> {
 
 /// The global worker index that owns `pair` on `processes` processes of
 /// `threads` workers each (timely numbers process `p`'s workers
-/// `p * threads ..`). With one process: the pair hash over the workers.
+/// `p * threads ..`): in cluster mode a pair lives on the process of its
+/// user ([`rliv_state::user_process`]) and on the worker of its pair hash
+/// within that process. With one process: the pair hash over the workers.
 pub fn pair_worker(pair: rliv_state::PairKey, processes: usize, threads: u64) -> u64 {
     pair.process(processes) as u64 * threads + pair.shard_hash() % threads
 }

@@ -5,20 +5,21 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-use super::{DeadLetter, Meta, Parsed, Side};
-use crate::event::{parse_action, parse_exposure, Origin, Source};
+use super::{bundle, Bundle, DeadLetter, Meta, Parsed, Side};
+use crate::event::{exposure_route, parse_action, parse_exposure, Origin, Source};
 use crate::input::Chunk;
 use crate::metrics::{Counter, Counters, Reason};
 
 pub trait ParseChunks<'scope> {
-    /// Parses chunks on the worker `epoch % peers`.
+    /// Parses chunks on the worker `epoch % peers`, and bundles the records
+    /// by the join worker they go to.
     ///
     /// # Examples
     /// ```
     /// use timely::dataflow::operators::{ToStream, Capture, capture::Event};
     /// use rliv_dataflows::input::Chunk;
     /// use rliv_dataflows::event::Source;
-    /// use rliv_dataflows::operators::{ParseChunks, Parsed};
+    /// use rliv_dataflows::operators::{Bundle, ParseChunks, Parsed};
     ///
     /// let out = timely::example(|scope| {
     ///     let chunk = Chunk {
@@ -32,15 +33,28 @@ pub trait ParseChunks<'scope> {
     /// let records: Vec<Parsed> = out
     ///     .try_iter()
     ///     .flat_map(|e| match e { Event::Messages(_, v) => v, _ => Vec::new() })
+    ///     .flat_map(|b: Bundle<Parsed>| b.items)
     ///     .collect();
     /// assert!(records.iter().any(|p| matches!(p, Parsed::Action(a) if a.ts_ms == 4)));
     /// ```
-    fn parse_chunks(self) -> Stream<'scope, u64, Vec<Parsed>>;
+    fn parse_chunks(self) -> Stream<'scope, u64, Vec<Bundle<Parsed>>>;
+}
+
+/// The join worker of a parsed record: exposures and actions by their
+/// exposure identity, a meta by its target, side records stay here.
+fn join_worker(p: &Parsed, me: u64) -> u64 {
+    match p {
+        Parsed::Exposure(e) => exposure_route(e.request_id, e.item_id),
+        Parsed::Action(a) => exposure_route(a.request_id, a.item_id),
+        Parsed::Meta(m) => u64::from(m.target),
+        Parsed::Side(_) => me,
+    }
 }
 
 impl<'scope> ParseChunks<'scope> for Stream<'scope, u64, Vec<Chunk>> {
-    fn parse_chunks(self) -> Stream<'scope, u64, Vec<Parsed>> {
+    fn parse_chunks(self) -> Stream<'scope, u64, Vec<Bundle<Parsed>>> {
         let peers = self.scope().peers() as u32;
+        let me = self.scope().index() as u64;
         self.unary(
             Exchange::new(|c: &Chunk| c.epoch),
             "Parse",
@@ -51,13 +65,16 @@ impl<'scope> ParseChunks<'scope> for Stream<'scope, u64, Vec<Chunk>> {
                         for chunk in data.drain(..) {
                             let mut records = Vec::new();
                             let meta = parse_chunk(&chunk, &mut records);
-                            session.give_iterator(records.into_iter());
-                            for target in 0..peers {
-                                session.give(Parsed::Meta(Meta {
+                            records.extend((0..peers).map(|target| {
+                                Parsed::Meta(Meta {
                                     target,
                                     ..meta.clone()
-                                }));
-                            }
+                                })
+                            }));
+                            session.give_iterator(
+                                bundle(records.into_iter(), peers as usize, |p| join_worker(p, me))
+                                    .into_iter(),
+                            );
                         }
                     });
                 }
