@@ -16,7 +16,6 @@
 //!   for one to arrive, then it is an orphan.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, VecDeque};
 
 use rliv_state::{FastMap, Rewards};
@@ -126,10 +125,13 @@ impl JoinSnapshot {
 struct OpenSlot {
     exposure: Exposure,
     actions: SmallVec<[Action; 2]>,
+    /// Its identity's entry in `JoinState::states`.
+    id: u32,
 }
 
-/// What the join knows of one exposure identity: one hash lookup answers
-/// "open, closed or unseen" for every exposure and action.
+/// What the join knows of one exposure identity. One hash lookup gives its
+/// id, and the state is read and changed by id: closing an exposure and
+/// forgetting it later cost no further lookup.
 #[derive(Copy, Clone, Debug)]
 enum Slot {
     /// Open: its index in the slab.
@@ -137,14 +139,19 @@ enum Slot {
     /// Closed; remembered (actions for it are late, a repeat is a
     /// duplicate) until this event time.
     Closed(i64),
+    /// The id is free.
+    Free,
 }
 
 /// One worker's label join state.
 #[derive(Default)]
 pub struct JoinState {
     cfg: JoinConfig,
-    /// Every open or remembered exposure identity.
-    slots: FastMap<Key, Slot>,
+    /// Every open or remembered exposure identity, to its id.
+    slots: FastMap<Key, u32>,
+    /// The state of each id; `Free` ids are listed in `free_ids`.
+    states: Vec<Slot>,
+    free_ids: Vec<u32>,
     /// Open exposures; `None` entries are free and listed in `free`.
     opens: Vec<Option<OpenSlot>>,
     free: Vec<u32>,
@@ -153,11 +160,12 @@ pub struct JoinState {
     close_queue: BinaryHeap<Reverse<(i64, u32)>>,
     pending: FastMap<Key, Vec<Action>>,
     pending_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
-    /// Closed exposures by the time they are forgotten. Exposures close in
-    /// time order (the close queue pops by time, and an exposure that is
-    /// not late closes after every exposure already closed), so their
-    /// expiry times arrive sorted and a FIFO is a priority queue here.
-    tomb_queue: VecDeque<(i64, u64, u64)>,
+    /// Closed exposures (expiry, identity, id) by the time they are
+    /// forgotten. Exposures close in time order (the close queue pops by
+    /// time, and an exposure that is not late closes after every exposure
+    /// already closed), so their expiry times arrive sorted and a FIFO is a
+    /// priority queue here.
+    tomb_queue: VecDeque<(i64, Key, u32)>,
 }
 
 impl JoinState {
@@ -199,9 +207,35 @@ impl JoinState {
         }
     }
 
-    /// Puts an open exposure in the slab and its close time in the queue.
-    fn open(&mut self, slot: OpenSlot) -> u32 {
-        let close = self.close_at(slot.exposure.ts_ms);
+    /// A new identity in state `slot`.
+    fn new_id(&mut self, key: Key, slot: Slot) -> u32 {
+        let id = match self.free_ids.pop() {
+            Some(id) => {
+                if let Some(s) = self.states.get_mut(id as usize) {
+                    *s = slot;
+                }
+                id
+            }
+            None => {
+                self.states.push(slot);
+                (self.states.len() - 1) as u32
+            }
+        };
+        self.slots.insert(key, id);
+        id
+    }
+
+    /// Opens an exposure: a new identity, the exposure in the slab and its
+    /// close time in the queue.
+    fn open(&mut self, exposure: Exposure, actions: SmallVec<[Action; 2]>) {
+        let key = exposure.key();
+        let close = self.close_at(exposure.ts_ms);
+        let id = self.new_id(key, Slot::Free);
+        let slot = OpenSlot {
+            exposure,
+            actions,
+            id,
+        };
         let idx = match self.free.pop() {
             Some(i) => {
                 self.opens[i as usize] = Some(slot);
@@ -212,8 +246,16 @@ impl JoinState {
                 (self.opens.len() - 1) as u32
             }
         };
+        if let Some(s) = self.states.get_mut(id as usize) {
+            *s = Slot::Open(idx);
+        }
         self.close_queue.push(Reverse((close, idx)));
-        idx
+    }
+
+    /// Remembers a closed exposure until `expire_at`.
+    fn remember_closed(&mut self, key: Key, expire_at: i64) {
+        let id = self.new_id(key, Slot::Closed(expire_at));
+        self.push_tomb(expire_at, key, id);
     }
 
     fn add_exposure(&mut self, w_prev: i64, e: Exposure, out: &mut JoinOutput) {
@@ -228,32 +270,36 @@ impl JoinState {
                 .push(Rejected::Exposure(Reason::LateExposure, e));
             return;
         }
-        let mut open = OpenSlot {
-            exposure: e,
-            actions: SmallVec::new(),
-        };
+        let mut actions = SmallVec::new();
         // Actions rarely come before their exposure: skip the lookup when
         // none is waiting.
         if !self.pending.is_empty() {
             if let Some(waiting) = self.pending.remove(&key) {
                 for a in waiting {
-                    Self::attribute(&self.cfg, &mut open, a, out);
+                    Self::attribute(&self.cfg, &e, &mut actions, a, out);
                 }
             }
         }
-        let idx = self.open(open);
-        self.slots.insert(key, Slot::Open(idx));
+        self.open(e, actions);
     }
 
     fn add_action(&mut self, w_prev: i64, a: Action, out: &mut JoinOutput) {
         let key = a.key();
-        match self.slots.get(&key) {
-            Some(Slot::Open(idx)) => match self.opens.get_mut(*idx as usize) {
-                Some(Some(open)) => Self::attribute(&self.cfg, open, a, out),
-                // The slab and the slots agree by construction.
+        let state = self
+            .slots
+            .get(&key)
+            .map(|id| self.states.get(*id as usize).copied().unwrap_or(Slot::Free));
+        match state {
+            Some(Slot::Open(idx)) => match self.opens.get_mut(idx as usize) {
+                Some(Some(open)) => {
+                    Self::attribute(&self.cfg, &open.exposure, &mut open.actions, a, out)
+                }
+                // The slab and the states agree by construction.
                 _ => out.reject_action(Reason::OrphanAction, a),
             },
             Some(Slot::Closed(_)) => out.reject_action(Reason::LateAction, a),
+            // An id is free only once its identity left `slots`.
+            Some(Slot::Free) => out.reject_action(Reason::OrphanAction, a),
             None if a.ts_ms.saturating_add(self.cfg.window_ms) < w_prev => {
                 // Any exposure it could match would itself be late by now.
                 out.reject_action(Reason::OrphanAction, a);
@@ -269,17 +315,22 @@ impl JoinState {
         }
     }
 
-    fn attribute(cfg: &JoinConfig, open: &mut OpenSlot, a: Action, out: &mut JoinOutput) {
-        let e = &open.exposure;
+    fn attribute(
+        cfg: &JoinConfig,
+        e: &Exposure,
+        actions: &mut SmallVec<[Action; 2]>,
+        a: Action,
+        out: &mut JoinOutput,
+    ) {
         if a.user_id != e.user_id {
             out.reject_action(Reason::UserMismatch, a);
         } else if a.ts_ms < e.ts_ms || a.ts_ms > e.ts_ms.saturating_add(cfg.window_ms) {
             out.reject_action(Reason::OutOfWindow, a);
-        } else if open.actions.iter().any(|b| b.identity() == a.identity()) {
+        } else if actions.iter().any(|b| b.identity() == a.identity()) {
             out.counters.inc(Counter::DuplicateActions);
         } else {
             out.counters.inc(Counter::AttributedActions);
-            open.actions.push(a);
+            actions.push(a);
         }
     }
 
@@ -301,8 +352,10 @@ impl JoinState {
             self.free.push(idx);
             let key = open.exposure.key();
             let expire_at = close.saturating_add(self.cfg.late_retention_ms);
-            self.slots.insert(key, Slot::Closed(expire_at));
-            self.push_tomb(expire_at, key);
+            if let Some(s) = self.states.get_mut(open.id as usize) {
+                *s = Slot::Closed(expire_at);
+            }
+            self.push_tomb(expire_at, key, open.id);
             out.counters.inc(Counter::ClosedExposures);
             out.interactions.push(Interaction {
                 rewards: rewards_of(&mut open.actions),
@@ -328,15 +381,26 @@ impl JoinState {
                 out.reject_action(Reason::OrphanAction, a);
             }
         }
-        while let Some((expire_at, r, i)) = self.tomb_queue.front().copied() {
+        while let Some((expire_at, key, id)) = self.tomb_queue.front().copied() {
             if expire_at >= w {
                 break;
             }
             self.tomb_queue.pop_front();
-            if let Entry::Occupied(slot) = self.slots.entry((r, i)) {
-                if matches!(slot.get(), Slot::Closed(t) if *t == expire_at) {
-                    slot.remove();
+            let Some(state) = self.states.get_mut(id as usize) else {
+                continue;
+            };
+            if !matches!(state, Slot::Closed(t) if *t == expire_at) {
+                continue;
+            }
+            *state = Slot::Free;
+            self.free_ids.push(id);
+            // Each id has one tomb entry, so this is the identity's own id;
+            // anything else would be a bug, and the map keeps it.
+            match self.slots.remove(&key) {
+                Some(other) if other != id => {
+                    self.slots.insert(key, other);
                 }
+                _ => {}
             }
         }
     }
@@ -344,22 +408,18 @@ impl JoinState {
     pub fn snapshot(&self) -> JoinSnapshot {
         let mut open: Vec<Open> = Vec::with_capacity(self.open_exposures());
         let mut tombs: Vec<(Key, Tomb)> = Vec::new();
-        for (key, slot) in &self.slots {
-            match slot {
+        for (key, id) in &self.slots {
+            match self.states.get(*id as usize).copied().unwrap_or(Slot::Free) {
                 Slot::Open(idx) => {
-                    if let Some(Some(o)) = self.opens.get(*idx as usize) {
+                    if let Some(Some(o)) = self.opens.get(idx as usize) {
                         open.push(Open {
                             exposure: o.exposure.clone(),
                             actions: o.actions.to_vec(),
                         });
                     }
                 }
-                Slot::Closed(expire_at) => tombs.push((
-                    *key,
-                    Tomb {
-                        expire_at: *expire_at,
-                    },
-                )),
+                Slot::Closed(expire_at) => tombs.push((*key, Tomb { expire_at })),
+                Slot::Free => {}
             }
         }
         open.sort_by_key(|o| o.exposure.key());
@@ -378,11 +438,7 @@ impl JoinState {
         for o in snap.open {
             let key = o.exposure.key();
             if keep(key) {
-                let idx = self.open(OpenSlot {
-                    exposure: o.exposure,
-                    actions: o.actions.into(),
-                });
-                self.slots.insert(key, Slot::Open(idx));
+                self.open(o.exposure, o.actions.into());
             }
         }
         for a in snap.pending {
@@ -400,18 +456,17 @@ impl JoinState {
             snap.tombs.into_iter().filter(|(k, _)| keep(*k)).collect();
         tombs.sort_by_key(|(k, t)| (t.expire_at, *k));
         for (key, t) in tombs {
-            self.slots.insert(key, Slot::Closed(t.expire_at));
-            self.push_tomb(t.expire_at, key);
+            self.remember_closed(key, t.expire_at);
         }
     }
 
-    /// Queues a closed exposure to be forgotten at `expire_at` (its slot says
+    /// Queues a closed exposure to be forgotten at `expire_at` (its id says
     /// `Closed(expire_at)`). The FIFO stays sorted by expiry: an expiry older
     /// than the newest one (a restored window merged with newer closes
     /// cannot produce one, but a drain can close out of time order) is
     /// inserted at its place.
-    fn push_tomb(&mut self, expire_at: i64, key: Key) {
-        let entry = (expire_at, key.0, key.1);
+    fn push_tomb(&mut self, expire_at: i64, key: Key, id: u32) {
+        let entry = (expire_at, key, id);
         if self.tomb_queue.back().is_none_or(|b| b.0 <= expire_at) {
             self.tomb_queue.push_back(entry);
         } else {
@@ -455,8 +510,7 @@ mod tests {
         let mut j = JoinState::new(JoinConfig::default());
         // Out of time order (a drain, or a watermark that went back on a new run).
         for (t, k) in [(300, (1, 1)), (100, (2, 2)), (200, (3, 3)), (100, (4, 4))] {
-            j.slots.insert(k, Slot::Closed(T0 + t));
-            j.push_tomb(T0 + t, k);
+            j.remember_closed(k, T0 + t);
         }
         let mut out = JoinOutput::default();
         j.advance(T0 + 150, false, &mut out);

@@ -23,7 +23,8 @@ pub use label_join::LabelJoin;
 pub use label_join::{decode_snapshot, encode_snapshot, JoinStart, SnapshotError};
 pub use pair_state::PairState;
 pub use pair_state::TransitionOutputs;
-pub use parse::{parse_chunk, ParseChunks};
+pub use parse::{parse_chunk, parse_worker, ParseChunks};
+
 pub use sink::{InputMark, Report, ReportSink};
 pub use views::{Views, ViewsStart};
 
@@ -75,24 +76,63 @@ pub(crate) fn bundle<T>(
     peers: usize,
     route: impl Fn(&T) -> u64,
 ) -> Vec<Bundle<T>> {
-    let peers = peers.max(1);
-    let guess = items.len() / peers + items.len() / (4 * peers) + 8;
-    let mut parts: Vec<Vec<T>> = (0..peers).map(|_| Vec::with_capacity(guess)).collect();
-    for item in items {
-        let to = (route(&item) % peers as u64) as usize;
-        if let Some(part) = parts.get_mut(to) {
+    let mut b = Bundler::new(peers, items.len(), route);
+    items.for_each(|item| b.push(item));
+    b.finish()
+}
+
+/// Builds the bundles of one epoch record by record.
+pub(crate) struct Bundler<T, R> {
+    parts: Vec<Vec<T>>,
+    route: R,
+}
+
+impl<T, R: Fn(&T) -> u64> Bundler<T, R> {
+    /// `expected`: about how many records will come (sizes the buffers).
+    pub(crate) fn new(peers: usize, expected: usize, route: R) -> Self {
+        let peers = peers.max(1);
+        let guess = expected / peers + expected / (4 * peers) + 8;
+        Bundler {
+            parts: (0..peers).map(|_| Vec::with_capacity(guess)).collect(),
+            route,
+        }
+    }
+
+    pub(crate) fn push(&mut self, item: T) {
+        let to = ((self.route)(&item) % self.parts.len() as u64) as usize;
+        if let Some(part) = self.parts.get_mut(to) {
             part.push(item);
         }
     }
-    parts
-        .into_iter()
-        .enumerate()
-        .filter(|(_, items)| !items.is_empty())
-        .map(|(to, items)| Bundle {
-            to: to as u64,
-            items,
-        })
-        .collect()
+
+    pub(crate) fn finish(self) -> Vec<Bundle<T>> {
+        self.parts
+            .into_iter()
+            .enumerate()
+            .filter(|(_, items)| !items.is_empty())
+            .map(|(to, items)| Bundle {
+                to: to as u64,
+                items,
+            })
+            .collect()
+    }
+}
+
+impl<R: Fn(&Parsed) -> u64> ParsedSink for Bundler<Parsed, R> {
+    fn push(&mut self, p: Parsed) {
+        Bundler::push(self, p)
+    }
+}
+
+/// Where [`parse_chunk`] puts the records it parses.
+pub trait ParsedSink {
+    fn push(&mut self, p: Parsed);
+}
+
+impl ParsedSink for Vec<Parsed> {
+    fn push(&mut self, p: Parsed) {
+        Vec::push(self, p)
+    }
 }
 
 /// A record that is not joined, with where it came from and why.
