@@ -1,11 +1,19 @@
 //! The single writer: finishes epochs in order, writes the outputs, the
 //! transition log and the pair counters in one commit, then feeds the learner.
+//!
+//! The RocksDB write of a commit runs on a thread of its own ([`CommitWriter`]),
+//! one commit at a time and in order: while it runs, the committer goes on
+//! finishing the next epochs, so the reader keeps handing out chunks and the
+//! workers do not wait for the disk. What depends on a commit being durable
+//! (the pair cache's `durable_before`, the learner's feed, the consumer
+//! group's offsets) happens once its write returns. In cluster mode, and for
+//! the last commit of a run, the committer waits for the write at once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
-use rliv_state::{Commit, PairKey, Store};
+use crossbeam_channel::{Receiver, Sender};
+use rliv_state::{Commit, PairKey, StateError, Store};
 use serde::Serialize;
 
 use crate::event::{Source, Transition};
@@ -31,7 +39,6 @@ struct EpochAcc {
 
 /// The single writer: puts epochs in order, writes the outputs, commits.
 pub(super) struct Committer {
-    pub(super) store: Arc<Store>,
     pub(super) workers: usize,
     pub(super) cp: Checkpoint,
     pub(super) transitions: Option<OutputFile>,
@@ -45,7 +52,6 @@ pub(super) struct Committer {
     /// The transitions since the last commit: log entries
     /// `cp.log_end - pending.len() .. cp.log_end`, written with the next commit.
     pub(super) pending: Vec<Transition>,
-    pub(super) durable_before: Arc<AtomicU64>,
     pub(super) done_before: Arc<AtomicU64>,
     pub(super) progress: Arc<Progress>,
     pub(super) abort: Arc<Abort>,
@@ -63,6 +69,77 @@ pub(super) struct Committer {
     /// facts), and whether it changed since the last commit.
     pub(super) views: crate::views::ViewTable,
     pub(super) views_dirty: bool,
+    /// Writes the commits.
+    pub(super) writer: CommitWriter,
+    /// The commit being written, if any.
+    pub(super) in_flight: Option<InFlight>,
+}
+
+/// What waits for a commit's write: the transitions it made durable (log
+/// entries from `first_seq`) and the input offsets it covers.
+pub(super) struct InFlight {
+    epoch: u64,
+    first_seq: u64,
+    pending: Vec<Transition>,
+    offsets: std::collections::BTreeMap<crate::kafka::partition::TopicPartition, i64>,
+}
+
+/// The thread that writes commits to RocksDB, one at a time and in order.
+pub(super) struct CommitWriter {
+    tx: Option<Sender<(u64, Commit)>>,
+    done: Receiver<(u64, Result<(), StateError>)>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl CommitWriter {
+    /// Sets `durable_before` past each commit it has written.
+    pub(super) fn start(
+        store: Arc<Store>,
+        durable_before: Arc<AtomicU64>,
+    ) -> Result<CommitWriter, JobError> {
+        // One commit queued at most: the committer waits for the previous
+        // write before it hands over the next.
+        let (tx, rx) = crossbeam_channel::bounded::<(u64, Commit)>(1);
+        let (done_tx, done) = crossbeam_channel::bounded(1);
+        let handle = std::thread::Builder::new()
+            .name("rliv-writer".into())
+            .spawn(move || {
+                for (epoch, commit) in rx {
+                    crate::failpoint::hit("job.before_commit");
+                    let written = store.commit(commit);
+                    if written.is_ok() {
+                        crate::failpoint::hit("job.after_commit");
+                        durable_before.store(epoch + 1, Ordering::Release);
+                    }
+                    if done_tx.send((epoch, written)).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| JobError::Aborted(format!("starting the commit writer: {e}")))?;
+        Ok(CommitWriter {
+            tx: Some(tx),
+            done,
+            handle: Some(handle),
+        })
+    }
+
+    fn send(&self, epoch: u64, commit: Commit) -> Result<(), JobError> {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send((epoch, commit)).ok())
+            .ok_or_else(|| JobError::Aborted("the commit writer stopped".into()))
+    }
+}
+
+impl Drop for CommitWriter {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(h) = self.handle.take() {
+            // A panic there was reported by the panic hook already.
+            let _ = h.join();
+        }
+    }
 }
 
 /// What process 0's committer knows of the shards (see `shard`).
@@ -153,10 +230,55 @@ impl Committer {
                 }
             }
         }
+        // The run's state is durable only once the last write returned.
+        let last = self.wait_write();
         match failed {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => last,
         }
+    }
+
+    /// Finishes the commit being written, if its write has returned (or,
+    /// with `block`, once it does): the pair cache may drop what it covered,
+    /// the learner gets its transitions, the consumer group its offsets.
+    fn collect_write(&mut self, block: bool) -> Result<(), JobError> {
+        let Some(f) = &self.in_flight else {
+            return Ok(());
+        };
+        let (epoch, written) = if block {
+            self.writer
+                .done
+                .recv()
+                .map_err(|_| JobError::Aborted("the commit writer stopped".into()))?
+        } else {
+            match self.writer.done.try_recv() {
+                Ok(r) => r,
+                Err(crossbeam_channel::TryRecvError::Empty) => return Ok(()),
+                Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    return Err(JobError::Aborted("the commit writer stopped".into()))
+                }
+            }
+        };
+        if epoch != f.epoch {
+            return Err(JobError::Aborted(format!(
+                "the commit writer answered for epoch {epoch}, not {}",
+                f.epoch
+            )));
+        }
+        let Some(f) = self.in_flight.take() else {
+            return Ok(());
+        };
+        written?;
+        self.feed_committed(f.first_seq, f.pending);
+        if let Some(sink) = &self.sink {
+            sink.commit_offsets(&f.offsets);
+        }
+        Ok(())
+    }
+
+    /// Waits for the commit being written, if any.
+    fn wait_write(&mut self) -> Result<(), JobError> {
+        self.collect_write(true)
     }
 
     fn finish_epoch(
@@ -165,6 +287,8 @@ impl Committer {
         mark: Option<InputMark>,
         mut acc: EpochAcc,
     ) -> Result<(), JobError> {
+        // A write that failed stops the run here, at the latest.
+        self.collect_write(false)?;
         self.write_transitions(std::mem::take(&mut acc.transitions))?;
         acc.dead
             .sort_by(|a, b| (a.origin, a.reason).cmp(&(b.origin, b.reason)));
@@ -233,6 +357,8 @@ impl Committer {
         if !mark.commit {
             return Ok(());
         }
+        // One commit is written at a time.
+        self.wait_write()?;
         if let Some(c) = self.cluster.as_mut() {
             let acks = c.acks.remove(&epoch).unwrap_or_default();
             let mut from: Vec<usize> = acks.iter().map(|(p, _)| *p).collect();
@@ -312,15 +438,21 @@ impl Committer {
         }
         let cp = serde_json::to_vec(&self.cp).map_err(|e| JobError::Aborted(e.to_string()))?;
         commit.meta_puts.push((CHECKPOINT_KEY.to_vec(), cp));
-        crate::failpoint::hit("job.before_commit");
-        self.store.commit(commit)?;
-        crate::failpoint::hit("job.after_commit");
-        self.durable_before.store(epoch + 1, Ordering::Release);
-        // Only now may the learner see them: a crash before this commit
-        // replays them, and the learner must not have taken them yet.
-        self.feed_committed();
-        if let Some(sink) = &self.sink {
-            sink.commit_offsets(&mark.positions.offsets);
+        // The learner may see these transitions only once the commit is
+        // durable: a crash before it replays them, and the learner must not
+        // have taken them yet.
+        let pending = std::mem::take(&mut self.pending);
+        self.in_flight = Some(InFlight {
+            epoch,
+            first_seq: self.cp.log_end - pending.len() as u64,
+            pending,
+            offsets: mark.positions.offsets.clone(),
+        });
+        self.writer.send(epoch, commit)?;
+        // Cluster mode: the reader's bound and the shards' pruning count on
+        // `done_before` meaning committed. The last commit ends the run.
+        if self.cluster.is_some() || mark.last {
+            self.wait_write()?;
         }
         Ok(())
     }
@@ -391,10 +523,9 @@ impl Committer {
         Ok(())
     }
 
-    /// Hands the learner the transitions the last commit made durable.
-    fn feed_committed(&mut self) {
-        let pending = std::mem::take(&mut self.pending);
-        let first = self.cp.log_end - pending.len() as u64;
+    /// Hands the learner the transitions a commit made durable (log entries
+    /// from `first`).
+    fn feed_committed(&mut self, first: u64, pending: Vec<Transition>) {
         let Some(feed) = &self.learner else { return };
         for (seq, t) in (first..).zip(pending) {
             if feed.tx.send(crate::feed::Fed::Logged(seq, t)).is_err() {

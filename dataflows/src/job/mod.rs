@@ -335,8 +335,12 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         sink = Some(crate::kafka::KafkaSink::new(&k.cfg)?);
     }
 
+    let committer_durable_before = if cluster_spec.is_some() {
+        Arc::new(AtomicU64::new(start_epoch))
+    } else {
+        durable_before.clone()
+    };
     let mut committer = Committer {
-        store: store.clone(),
         // Cluster mode: worker 0 alone reports (every worker's outputs go there).
         workers: if cluster_spec.is_some() { 1 } else { workers },
         cp,
@@ -346,11 +350,6 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         learner: req.learner.clone(),
         logging: req.learner.is_some(),
         pending: Vec::new(),
-        durable_before: if cluster_spec.is_some() {
-            Arc::new(AtomicU64::new(start_epoch))
-        } else {
-            durable_before.clone()
-        },
         done_before: done_before.clone(),
         progress: progress.clone(),
         abort: abort.clone(),
@@ -365,6 +364,8 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
         }),
         views: Default::default(),
         views_dirty: false,
+        writer: committer::CommitWriter::start(store.clone(), committer_durable_before)?,
+        in_flight: None,
     };
     let committer_thread = std::thread::Builder::new()
         .name("rliv-committer".into())
