@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use common::{host_file, ok, rliv_bin, run_cluster, s};
+use common::{cluster_args, host_file, ok, rliv_bin, run_cluster, s};
 
 /// Settings under which every chunk is a commit (the failpoints count
 /// commits deterministically) and several hundred epochs pass.
@@ -84,14 +84,7 @@ fn cluster(
 ) -> Vec<Output> {
     run_cluster(processes, |i| {
         let mut args = job_args(d, state, workers);
-        args.extend([
-            "--processes".into(),
-            processes.to_string(),
-            "--process".into(),
-            i.to_string(),
-            "--hosts".into(),
-            s(hosts).into(),
-        ]);
+        args.extend(cluster_args(processes, i, hosts));
         spawn(&args, fail.filter(|f| f.0 == i).map(|f| f.1))
     })
 }

@@ -133,16 +133,20 @@ fn assert_same_dump(got: &str, want: &str, what: &str) {
     );
 }
 
+/// `rliv run` to the end of the topics.
+fn run_args(state: &Path, workers: u32) -> Vec<String> {
+    ["run", "-q", "--until-end", "--state", s(state), "-w"]
+        .map(String::from)
+        .into_iter()
+        .chain([workers.to_string()])
+        .collect()
+}
+
 fn run_to_end(env: &Env, state: &Path, workers: u32) {
-    env.ok(&[
-        "run",
-        "-q",
-        "--until-end",
-        "--state",
-        s(state),
-        "-w",
-        &workers.to_string(),
-    ]);
+    env.ok(&run_args(state, workers)
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
 }
 
 #[test]
@@ -790,21 +794,9 @@ fn cluster_run(
 ) -> Vec<Output> {
     let hosts = common::host_file(dir, 2);
     common::run_cluster(2, |i| {
-        let mut c = env.cmd(&[
-            "run",
-            "-q",
-            "--until-end",
-            "--state",
-            s(state),
-            "-w",
-            &workers.to_string(),
-            "--processes",
-            "2",
-            "--process",
-            &i.to_string(),
-            "--hosts",
-            s(&hosts),
-        ]);
+        let mut args = run_args(state, workers);
+        args.extend(common::cluster_args(2, i, &hosts));
+        let mut c = env.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
         if let Some((_, point)) = fail.filter(|f| f.0 == i) {
             c.env("RLIV_FAILPOINT", point);
         }

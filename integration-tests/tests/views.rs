@@ -279,17 +279,7 @@ fn a_cluster_keeps_the_same_views_and_resumes_them_after_a_killed_shard() {
         let hosts = common::host_file(dir.path(), 2);
         common::run_cluster(2, |i| {
             let mut args = replay_args(&d, state, 1);
-            args.extend(
-                [
-                    "--processes",
-                    "2",
-                    "--process",
-                    &i.to_string(),
-                    "--hosts",
-                    s(&hosts),
-                ]
-                .map(String::from),
-            );
+            args.extend(common::cluster_args(2, i, &hosts));
             let mut c = Command::new(rliv_bin());
             c.args(&args)
                 .envs(env())

@@ -113,6 +113,19 @@ pub fn run_cluster(n: usize, start: impl Fn(usize) -> std::process::Child) -> Ve
 }
 
 /// A path as a command-line argument.
+/// The cluster-mode flags of process `process` of `processes`.
+#[allow(dead_code)]
+pub fn cluster_args(processes: usize, process: usize, hosts: &Path) -> Vec<String> {
+    vec![
+        "--processes".into(),
+        processes.to_string(),
+        "--process".into(),
+        process.to_string(),
+        "--hosts".into(),
+        s(hosts).into(),
+    ]
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
