@@ -797,6 +797,11 @@ fn cluster_run(
         let mut args = run_args(state, workers);
         args.extend(common::cluster_args(2, i, &hosts));
         let mut c = env.cmd(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        if fail.is_some() {
+            // Every chunk a commit, so the failpoint's count of commits does
+            // not depend on how fast the run goes (commits are timed).
+            c.env("RLIV__REPLAY__COMMIT_INTERVAL_MS", "0");
+        }
         if let Some((_, point)) = fail.filter(|f| f.0 == i) {
             c.env("RLIV_FAILPOINT", point);
         }
