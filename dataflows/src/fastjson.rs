@@ -48,13 +48,20 @@ impl<'a> Scan<'a> {
         }
     }
 
-    /// A string of printable ASCII without escapes; the quotes excluded.
+    /// A string of printable ASCII without escapes (the quotes excluded)
+    /// for an action name: the contract's four names need no UTF-8 check.
     #[inline]
-    fn plain_str(&mut self) -> Option<&'a str> {
-        std::str::from_utf8(self.plain_bytes()?).ok()
+    fn action_name(&mut self) -> Option<&'a str> {
+        Some(match self.plain_bytes()? {
+            b"click" => "click",
+            b"watch" => "watch",
+            b"follow" => "follow",
+            b"gift" => "gift",
+            other => std::str::from_utf8(other).ok()?,
+        })
     }
 
-    /// [`Scan::plain_str`] as bytes: printable ASCII is valid UTF-8, and the
+    /// [`Scan::action_name`] as bytes: printable ASCII is valid UTF-8, and the
     /// keys are compared as bytes (no validation pass per key).
     #[inline]
     fn plain_bytes(&mut self) -> Option<&'a [u8]> {
@@ -78,13 +85,24 @@ impl<'a> Scan<'a> {
     fn uint(&mut self) -> Option<u64> {
         let start = self.i;
         let mut v: u64 = 0;
-        while let Some(c @ b'0'..=b'9') = self.peek() {
-            v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+        while let Some(&c) = self.b.get(self.i) {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                break;
+            }
+            // Wraps only past 19 digits, which are checked again below.
+            v = v.wrapping_mul(10).wrapping_add(u64::from(d));
             self.i += 1;
         }
-        let n = self.i - start;
-        if n == 0 || (n > 1 && self.b[start] == b'0') {
+        let digits = &self.b[start..self.i];
+        if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
             return None;
+        }
+        if digits.len() > 19 {
+            v = 0;
+            for &c in digits {
+                v = v.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            }
         }
         // A fraction or exponent makes it a float: let serde_json judge it.
         if matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
@@ -188,20 +206,39 @@ impl<'a> Scan<'a> {
         v.is_finite().then_some(Some(v))
     }
 
-    /// Walks `{ "key": value, ... }`, calling `field` for each key; `field`
-    /// parses the value and returns `None` to give up.
-    fn object(&mut self, mut field: impl FnMut(&mut Self, &[u8]) -> Option<()>) -> Option<()> {
+    /// Walks `{ "key": value, ... }`, calling `field` with the field number
+    /// of each key in `keys` (each written as `"name":`); `field` parses the
+    /// value and returns `None` to give up, as does a key not in `keys`. The
+    /// keys are expected in the table's order first: a line in that layout
+    /// then costs one comparison per key instead of a scan of it.
+    fn object(
+        &mut self,
+        keys: &[Key],
+        mut field: impl FnMut(&mut Self, usize) -> Option<()>,
+    ) -> Option<()> {
         self.ws();
         self.eat(b'{')?;
         self.ws();
+        let mut next = 0;
         if self.eat(b'}').is_none() {
             loop {
                 self.ws();
-                let key = self.plain_bytes()?;
+                let rest = &self.b[self.i..];
+                let at = match keys.get(next) {
+                    Some(k) if k.starts(rest) => {
+                        self.i += k.len;
+                        next
+                    }
+                    _ => {
+                        let name = self.plain_bytes()?;
+                        self.ws();
+                        self.eat(b':')?;
+                        keys.iter().position(|k| k.name() == name)?
+                    }
+                };
+                next = at + 1;
                 self.ws();
-                self.eat(b':')?;
-                self.ws();
-                field(self, key)?;
+                field(self, keys.get(at)?.field)?;
                 self.ws();
                 match self.peek()? {
                     b',' => self.i += 1,
@@ -232,6 +269,81 @@ struct Common {
 /// Fields 0-3 are the common ones; 4 is required too (author_id, action).
 const REQUIRED: u32 = 0b1_1111;
 
+/// A key as it is written before its value (`"name":`, at most 16 bytes),
+/// with the field number the parser gives it (0-3 are the common fields, see
+/// [`Common::field`]).
+struct Key {
+    text: &'static [u8],
+    /// `text` as a little-endian word, zero-padded, and the mask of its bytes:
+    /// a line starts with the key when its next 16 bytes, masked, equal it.
+    word: u128,
+    mask: u128,
+    len: usize,
+    field: usize,
+}
+
+impl Key {
+    const fn new(text: &'static [u8], field: usize) -> Key {
+        let mut word = 0u128;
+        let mut i = 0;
+        while i < text.len() {
+            word |= (text[i] as u128) << (8 * i);
+            i += 1;
+        }
+        let mask = if text.len() >= 16 {
+            u128::MAX
+        } else {
+            (1u128 << (8 * text.len())) - 1
+        };
+        Key {
+            text,
+            word,
+            mask,
+            len: text.len(),
+            field,
+        }
+    }
+
+    /// Whether `rest` starts with this key: one masked compare of 16 bytes
+    /// (a line has them after every key but a short last one).
+    #[inline]
+    fn starts(&self, rest: &[u8]) -> bool {
+        match rest.first_chunk::<16>() {
+            Some(head) => u128::from_le_bytes(*head) & self.mask == self.word,
+            None => rest.starts_with(self.text),
+        }
+    }
+
+    /// The key's name, without the quotes and the colon.
+    fn name(&self) -> &'static [u8] {
+        match self.text.get(1..self.len.saturating_sub(2)) {
+            Some(name) => name,
+            None => &[],
+        }
+    }
+}
+
+/// The keys of each record in their canonical order (the generator's and the
+/// contract's).
+const EXPOSURE_KEYS: [Key; 8] = [
+    Key::new(b"\"request_id\":", 0),
+    Key::new(b"\"user_id\":", 1),
+    Key::new(b"\"item_id\":", 2),
+    Key::new(b"\"author_id\":", 4),
+    Key::new(b"\"ts_ms\":", 3),
+    Key::new(b"\"position\":", 5),
+    Key::new(b"\"user_feats\":", 6),
+    Key::new(b"\"item_feats\":", 7),
+];
+const ACTION_KEYS: [Key; 6] = [
+    Key::new(b"\"request_id\":", 0),
+    Key::new(b"\"user_id\":", 1),
+    Key::new(b"\"item_id\":", 2),
+    Key::new(b"\"ts_ms\":", 3),
+    Key::new(b"\"action\":", 4),
+    Key::new(b"\"value\":", 5),
+];
+
 impl Common {
     /// Marks field `bit` seen; a repeated field gives up.
     fn once(&mut self, bit: u32) -> Option<()> {
@@ -242,23 +354,23 @@ impl Common {
         Some(())
     }
 
-    /// Parses `key` if it is a common field: `Some(true)`; `Some(false)`: not
-    /// one of them; `None`: give up.
-    fn field(&mut self, s: &mut Scan<'_>, key: &[u8]) -> Option<bool> {
-        match key {
-            b"request_id" => {
+    /// Parses common field `at` (0-3): `Some(true)`;
+    /// `Some(false)`: not a common field; `None`: give up.
+    fn field(&mut self, s: &mut Scan<'_>, at: usize) -> Option<bool> {
+        match at {
+            0 => {
                 self.once(0)?;
                 self.request_id = s.uint()?;
             }
-            b"user_id" => {
+            1 => {
                 self.once(1)?;
                 self.user_id = s.uint()?;
             }
-            b"item_id" => {
+            2 => {
                 self.once(2)?;
                 self.item_id = s.uint()?;
             }
-            b"ts_ms" => {
+            3 => {
                 self.once(3)?;
                 self.ts_ms = s.int()?;
             }
@@ -277,24 +389,24 @@ pub(crate) fn exposure(line: &[u8]) -> Option<ExposureWire> {
     let mut c = Common::default();
     let mut author_id = 0;
     let (mut position, mut user_feats, mut item_feats) = (None, None, None);
-    s.object(|s, key| {
-        if c.field(s, key)? {
+    s.object(&EXPOSURE_KEYS, |s, at| {
+        if c.field(s, at)? {
             return Some(());
         }
-        match key {
-            b"author_id" => {
+        match at {
+            4 => {
                 c.once(4)?;
                 author_id = s.uint()?;
             }
-            b"position" => {
+            5 => {
                 c.once(5)?;
                 position = s.opt_u32()?;
             }
-            b"user_feats" => {
+            6 => {
                 c.once(6)?;
                 user_feats = s.opt_feats()?;
             }
-            b"item_feats" => {
+            7 => {
                 c.once(7)?;
                 item_feats = s.opt_feats()?;
             }
@@ -319,16 +431,16 @@ pub(crate) fn action(line: &[u8]) -> Option<ActionWire<'_>> {
     let mut s = Scan { b: line, i: 0 };
     let mut c = Common::default();
     let (mut action, mut value) = ("", None);
-    s.object(|s, key| {
-        if c.field(s, key)? {
+    s.object(&ACTION_KEYS, |s, at| {
+        if c.field(s, at)? {
             return Some(());
         }
-        match key {
-            b"action" => {
+        match at {
+            4 => {
                 c.once(4)?;
-                action = s.plain_str()?;
+                action = s.action_name()?;
             }
-            b"value" => {
+            5 => {
                 c.once(5)?;
                 value = s.opt_f64()?;
             }

@@ -139,6 +139,9 @@ enum Slot {
     /// Closed; remembered (actions for it are late, a repeat is a
     /// duplicate) until this event time.
     Closed(i64),
+    /// Forgotten: its entry in `JoinState::slots` means nothing and is
+    /// removed by the next sweep (entries are swept in bulk, not one by one).
+    Expired,
     /// The id is free.
     Free,
 }
@@ -147,8 +150,11 @@ enum Slot {
 #[derive(Default)]
 pub struct JoinState {
     cfg: JoinConfig,
-    /// Every open or remembered exposure identity, to its id.
+    /// Every open or remembered exposure identity, to its id; also those
+    /// forgotten since the last sweep (their id says `Expired`).
     slots: FastMap<Key, u32>,
+    /// Entries of `slots` whose id says `Expired`.
+    expired: usize,
     /// The state of each id; `Free` ids are listed in `free_ids`.
     states: Vec<Slot>,
     free_ids: Vec<u32>,
@@ -160,12 +166,12 @@ pub struct JoinState {
     close_queue: BinaryHeap<Reverse<(i64, u32)>>,
     pending: FastMap<Key, Vec<Action>>,
     pending_queue: BinaryHeap<Reverse<(i64, u64, u64)>>,
-    /// Closed exposures (expiry, identity, id) by the time they are
-    /// forgotten. Exposures close in time order (the close queue pops by
-    /// time, and an exposure that is not late closes after every exposure
-    /// already closed), so their expiry times arrive sorted and a FIFO is a
-    /// priority queue here.
-    tomb_queue: VecDeque<(i64, Key, u32)>,
+    /// Closed exposures (expiry, id) by the time they are forgotten.
+    /// Exposures close in time order (the close queue pops by time, and an
+    /// exposure that is not late closes after every exposure already
+    /// closed), so their expiry times arrive sorted and a FIFO is a priority
+    /// queue here.
+    tomb_queue: VecDeque<(i64, u32)>,
 }
 
 impl JoinState {
@@ -207,30 +213,43 @@ impl JoinState {
         }
     }
 
-    /// A new identity in state `slot`.
-    fn new_id(&mut self, key: Key, slot: Slot) -> u32 {
-        let id = match self.free_ids.pop() {
+    /// A new id in state `slot` (not yet in `slots`).
+    fn alloc_id(states: &mut Vec<Slot>, free_ids: &mut Vec<u32>, slot: Slot) -> u32 {
+        match free_ids.pop() {
             Some(id) => {
-                if let Some(s) = self.states.get_mut(id as usize) {
+                if let Some(s) = states.get_mut(id as usize) {
                     *s = slot;
                 }
                 id
             }
             None => {
-                self.states.push(slot);
-                (self.states.len() - 1) as u32
+                states.push(slot);
+                (states.len() - 1) as u32
             }
-        };
-        self.slots.insert(key, id);
+        }
+    }
+
+    /// The id of a new identity `key` in state `slot`, reusing a forgotten
+    /// entry of it.
+    fn new_id(&mut self, key: Key, slot: Slot) -> u32 {
+        let (states, free_ids) = (&mut self.states, &mut self.free_ids);
+        let id = *self
+            .slots
+            .entry(key)
+            .or_insert_with(|| Self::alloc_id(states, free_ids, Slot::Free));
+        if let Some(s) = states.get_mut(id as usize) {
+            if matches!(s, Slot::Expired) {
+                self.expired -= 1;
+            }
+            *s = slot;
+        }
         id
     }
 
-    /// Opens an exposure: a new identity, the exposure in the slab and its
-    /// close time in the queue.
-    fn open(&mut self, exposure: Exposure, actions: SmallVec<[Action; 2]>) {
-        let key = exposure.key();
+    /// Opens an exposure under identity `id`: the exposure in the slab and
+    /// its close time in the queue.
+    fn open(&mut self, exposure: Exposure, actions: SmallVec<[Action; 2]>, id: u32) {
         let close = self.close_at(exposure.ts_ms);
-        let id = self.new_id(key, Slot::Free);
         let slot = OpenSlot {
             exposure,
             actions,
@@ -255,21 +274,42 @@ impl JoinState {
     /// Remembers a closed exposure until `expire_at`.
     fn remember_closed(&mut self, key: Key, expire_at: i64) {
         let id = self.new_id(key, Slot::Closed(expire_at));
-        self.push_tomb(expire_at, key, id);
+        self.push_tomb(expire_at, id);
     }
 
     fn add_exposure(&mut self, w_prev: i64, e: Exposure, out: &mut JoinOutput) {
         let key = e.key();
-        if self.slots.contains_key(&key) {
-            out.counters.inc(Counter::DuplicateExposures);
-            return;
-        }
-        if self.close_at(e.ts_ms) < w_prev {
+        let late = self.close_at(e.ts_ms) < w_prev;
+        // One lookup: a remembered identity is a duplicate, a new or
+        // forgotten one gets an id (unless the exposure is late).
+        let (states, free_ids) = (&mut self.states, &mut self.free_ids);
+        let id = match self.slots.entry(key) {
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let id = *o.get();
+                match states.get_mut(id as usize) {
+                    Some(s @ Slot::Expired) if !late => {
+                        *s = Slot::Free;
+                        self.expired -= 1;
+                        Some(id)
+                    }
+                    Some(Slot::Expired) => None,
+                    _ => {
+                        out.counters.inc(Counter::DuplicateExposures);
+                        return;
+                    }
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(v) if !late => {
+                Some(*v.insert(Self::alloc_id(states, free_ids, Slot::Free)))
+            }
+            std::collections::hash_map::Entry::Vacant(_) => None,
+        };
+        let Some(id) = id else {
             out.counters.inc(Counter::LateExposures);
             out.rejected
                 .push(Rejected::Exposure(Reason::LateExposure, e));
             return;
-        }
+        };
         let mut actions = SmallVec::new();
         // Actions rarely come before their exposure: skip the lookup when
         // none is waiting.
@@ -280,7 +320,7 @@ impl JoinState {
                 }
             }
         }
-        self.open(e, actions);
+        self.open(e, actions, id);
     }
 
     fn add_action(&mut self, w_prev: i64, a: Action, out: &mut JoinOutput) {
@@ -300,11 +340,12 @@ impl JoinState {
             Some(Slot::Closed(_)) => out.reject_action(Reason::LateAction, a),
             // An id is free only once its identity left `slots`.
             Some(Slot::Free) => out.reject_action(Reason::OrphanAction, a),
-            None if a.ts_ms.saturating_add(self.cfg.window_ms) < w_prev => {
+            // A forgotten identity is as good as unknown.
+            None | Some(Slot::Expired) if a.ts_ms.saturating_add(self.cfg.window_ms) < w_prev => {
                 // Any exposure it could match would itself be late by now.
                 out.reject_action(Reason::OrphanAction, a);
             }
-            None => {
+            None | Some(Slot::Expired) => {
                 self.pending_queue.push(Reverse((
                     a.ts_ms.saturating_add(self.cfg.window_ms),
                     key.0,
@@ -350,12 +391,11 @@ impl JoinState {
                 continue;
             };
             self.free.push(idx);
-            let key = open.exposure.key();
             let expire_at = close.saturating_add(self.cfg.late_retention_ms);
             if let Some(s) = self.states.get_mut(open.id as usize) {
                 *s = Slot::Closed(expire_at);
             }
-            self.push_tomb(expire_at, key, open.id);
+            self.push_tomb(expire_at, open.id);
             out.counters.inc(Counter::ClosedExposures);
             out.interactions.push(Interaction {
                 rewards: rewards_of(&mut open.actions),
@@ -381,7 +421,7 @@ impl JoinState {
                 out.reject_action(Reason::OrphanAction, a);
             }
         }
-        while let Some((expire_at, key, id)) = self.tomb_queue.front().copied() {
+        while let Some((expire_at, id)) = self.tomb_queue.front().copied() {
             if expire_at >= w {
                 break;
             }
@@ -392,17 +432,41 @@ impl JoinState {
             if !matches!(state, Slot::Closed(t) if *t == expire_at) {
                 continue;
             }
-            *state = Slot::Free;
-            self.free_ids.push(id);
-            // Each id has one tomb entry, so this is the identity's own id;
-            // anything else would be a bug, and the map keeps it.
-            match self.slots.remove(&key) {
-                Some(other) if other != id => {
-                    self.slots.insert(key, other);
-                }
-                _ => {}
-            }
+            *state = Slot::Expired;
+            self.expired += 1;
         }
+        self.sweep();
+    }
+
+    /// Removes the forgotten entries from `slots` once they are at least as
+    /// many as the others: one pass over the table then costs a few bucket
+    /// visits per entry removed, in memory order, where removing each at
+    /// its expiry would cost a random probe (a cache miss on a large map).
+    fn sweep(&mut self) {
+        if self.expired == 0 || self.expired * 2 < self.slots.len() {
+            return;
+        }
+        let (states, free_ids) = (&mut self.states, &mut self.free_ids);
+        self.slots
+            .retain(|_, id| match states.get_mut(*id as usize) {
+                Some(s @ Slot::Expired) => {
+                    *s = Slot::Free;
+                    free_ids.push(*id);
+                    false
+                }
+                _ => true,
+            });
+        self.expired = 0;
+    }
+
+    /// The identities the join remembers (open or closed), in no order.
+    pub fn remembered(&self) -> impl Iterator<Item = Key> + '_ {
+        self.slots
+            .iter()
+            .filter_map(|(key, id)| match self.states.get(*id as usize) {
+                Some(Slot::Open(_) | Slot::Closed(_)) => Some(*key),
+                _ => None,
+            })
     }
 
     pub fn snapshot(&self) -> JoinSnapshot {
@@ -419,7 +483,7 @@ impl JoinState {
                     }
                 }
                 Slot::Closed(expire_at) => tombs.push((*key, Tomb { expire_at })),
-                Slot::Free => {}
+                Slot::Expired | Slot::Free => {}
             }
         }
         open.sort_by_key(|o| o.exposure.key());
@@ -438,7 +502,8 @@ impl JoinState {
         for o in snap.open {
             let key = o.exposure.key();
             if keep(key) {
-                self.open(o.exposure, o.actions.into());
+                let id = self.new_id(key, Slot::Free);
+                self.open(o.exposure, o.actions.into(), id);
             }
         }
         for a in snap.pending {
@@ -465,8 +530,8 @@ impl JoinState {
     /// than the newest one (a restored window merged with newer closes
     /// cannot produce one, but a drain can close out of time order) is
     /// inserted at its place.
-    fn push_tomb(&mut self, expire_at: i64, key: Key, id: u32) {
-        let entry = (expire_at, key, id);
+    fn push_tomb(&mut self, expire_at: i64, id: u32) {
+        let entry = (expire_at, id);
         if self.tomb_queue.back().is_none_or(|b| b.0 <= expire_at) {
             self.tomb_queue.push_back(entry);
         } else {
@@ -514,12 +579,51 @@ mod tests {
         }
         let mut out = JoinOutput::default();
         j.advance(T0 + 150, false, &mut out);
-        let mut left: Vec<Key> = j.slots.keys().copied().collect();
+        let mut left: Vec<Key> = j.remembered().collect();
         left.sort_unstable();
         assert_eq!(left, vec![(1, 1), (3, 3)]);
         j.advance(T0 + 250, false, &mut out);
-        assert_eq!(j.slots.keys().copied().collect::<Vec<_>>(), vec![(1, 1)]);
+        assert_eq!(j.remembered().collect::<Vec<_>>(), vec![(1, 1)]);
         assert_eq!(j.tomb_queue.len(), 1);
+    }
+
+    #[test]
+    fn a_forgotten_identity_is_unknown_before_and_after_its_entry_is_swept() {
+        let mut j = JoinState::new(JoinConfig::default());
+        for (t, k) in [(100, (1, 1)), (300, (2, 2)), (400, (3, 3))] {
+            j.remember_closed(k, T0 + t);
+        }
+        let mut out = JoinOutput::default();
+        // (1, 1) is forgotten; one of three entries is not enough to sweep.
+        j.advance(T0 + 150, false, &mut out);
+        assert_eq!(j.slots.len(), 3);
+        let mut left: Vec<Key> = j.remembered().collect();
+        left.sort_unstable();
+        assert_eq!(left, vec![(2, 2), (3, 3)]);
+        // An old action for it is an orphan, not late; a new exposure of
+        // it opens, where one of a remembered identity is a duplicate.
+        let old = act(1, 1, T0 - W - 1000, ActionKind::Click, 1.0);
+        let again = act(2, 2, T0 + 120, ActionKind::Click, 1.0);
+        j.process_epoch(T0 + 150, vec![], vec![old, again], &mut out);
+        assert_eq!(
+            reasons(&out),
+            vec![Reason::OrphanAction, Reason::LateAction]
+        );
+        j.process_epoch(
+            T0 + 150,
+            vec![exp(1, 1, T0 + 200), exp(2, 2, T0 + 200)],
+            vec![],
+            &mut out,
+        );
+        assert_eq!(out.counters.get(Counter::DuplicateExposures), 1);
+        assert_eq!(j.open_exposures(), 1);
+        // Once the forgotten entries are as many as the others they go.
+        j.advance(T0 + 350, false, &mut out);
+        assert_eq!(j.slots.len(), 3);
+        j.advance(T0 + 450, false, &mut out);
+        assert_eq!(j.slots.len(), 1);
+        assert_eq!(j.remembered().collect::<Vec<_>>(), vec![(1, 1)]);
+        assert_eq!(j.free_ids.len(), 2);
     }
 
     fn exp(req: u64, item: u64, ts: i64) -> Exposure {

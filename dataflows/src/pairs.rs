@@ -182,6 +182,20 @@ impl<S: PairSource> PairShard<S> {
     /// order, for the commit of the current epoch. The committer must commit
     /// them at this epoch: rotation relies on `durable_before` passing it.
     pub fn flush(&mut self) -> Vec<(PairKey, Vec<u8>)> {
+        if self.dirty.len() * 4 >= self.cached() {
+            // Most of the cache is dirty: one pass over it in memory order
+            // costs less than a random lookup per dirty pair.
+            let mut puts = Vec::with_capacity(self.dirty.len());
+            self.dirty.clear();
+            for (key, entry) in self.hot.iter_mut().chain(self.cold.iter_mut()) {
+                if entry.dirty {
+                    entry.dirty = false;
+                    puts.push((*key, entry.counters.to_bytes()));
+                }
+            }
+            puts.sort_unstable_by_key(|(key, _)| *key);
+            return puts;
+        }
         let mut keys = std::mem::take(&mut self.dirty);
         keys.sort_unstable();
         let mut puts = Vec::with_capacity(keys.len());
