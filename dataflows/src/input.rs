@@ -154,6 +154,34 @@ impl LineReader {
         })
     }
 
+    /// Appends the whole lines already buffered, at most `limit` of them and
+    /// none longer than `max`, to `out` in one copy; returns how many. Zero
+    /// means the next line needs [`LineReader::next_line`] (it crosses the
+    /// buffer's end, is too long, or ends the file without a `\n`).
+    fn buffered_lines(
+        &mut self,
+        out: &mut Vec<u8>,
+        max: usize,
+        limit: usize,
+    ) -> std::io::Result<usize> {
+        let buf = self.inner.fill_buf()?;
+        let (mut end, mut lines) = (0usize, 0usize);
+        for nl in memchr::memchr_iter(b'\n', buf) {
+            if lines == limit || nl - end > max {
+                break;
+            }
+            end = nl + 1;
+            lines += 1;
+        }
+        if lines > 0 {
+            out.extend_from_slice(&buf[..end]);
+            self.inner.consume(end);
+            self.offset += end as u64;
+            self.line += lines as u64;
+        }
+        Ok(lines)
+    }
+
     /// Appends the next line and a `\n` to `out`; `None` at end of file, else
     /// whether the line was cut at `max` bytes.
     fn next_line(&mut self, out: &mut Vec<u8>, max: usize) -> std::io::Result<Option<bool>> {
@@ -198,6 +226,8 @@ pub struct SourceReader {
     reader: Option<LineReader>,
     chunk_lines: usize,
     max_line_bytes: usize,
+    /// The size of the last chunk: the next one's buffer is allocated once.
+    last_bytes: usize,
 }
 
 impl SourceReader {
@@ -215,6 +245,7 @@ impl SourceReader {
             reader: None,
             chunk_lines,
             max_line_bytes,
+            last_bytes: 0,
         }
     }
 
@@ -234,11 +265,23 @@ impl SourceReader {
                 source: Some(self.source),
                 file: file_idx,
                 first_line: reader.line,
+                data: Vec::with_capacity(self.last_bytes + self.last_bytes / 8),
                 ..Chunk::default()
             };
             let mut n = 0u32;
             let mut eof = false;
             while (n as usize) < self.chunk_lines {
+                let whole = reader
+                    .buffered_lines(
+                        &mut chunk.data,
+                        self.max_line_bytes,
+                        self.chunk_lines - n as usize,
+                    )
+                    .map_err(|e| io(&path, e))?;
+                if whole > 0 {
+                    n += whole as u32;
+                    continue;
+                }
                 match reader
                     .next_line(&mut chunk.data, self.max_line_bytes)
                     .map_err(|e| io(&path, e))?
@@ -270,6 +313,7 @@ impl SourceReader {
                 }
             };
             self.pos = after.clone();
+            self.last_bytes = chunk.data.len();
             if n > 0 {
                 return Ok(Some((chunk, after)));
             }
