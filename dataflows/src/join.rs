@@ -2,9 +2,14 @@
 //! timely operator in `operators::label_join` is a thin shell around it).
 //!
 //! Input is processed one epoch (input chunk) at a time, in epoch order, and
-//! within an epoch in a fixed order (exposures, then actions, each sorted), so
-//! the output depends only on the input and the configuration, never on
-//! thread scheduling or the number of workers. Decisions compare event times
+//! within an epoch exposures first, then actions, each in input order (one
+//! chunk is parsed by one worker, which forwards a join worker's records in
+//! the chunk's order), so the output depends only on the input and the
+//! configuration, never on thread scheduling or the number of workers. Only
+//! records of the same identity can see each other's order: of two
+//! exposures with one identity the first in the input is kept, and the
+//! rewards of an exposure do not depend on the order of its actions
+//! ([`rewards_of`]). Decisions compare event times
 //! with the watermark *before* the epoch (`w_prev`), which every worker knows
 //! identically:
 //! - an exposure with `ts + window < w_prev` is late (it missed its window);
@@ -250,17 +255,15 @@ impl JoinState {
         ts.saturating_add(self.cfg.window_ms)
     }
 
-    /// Processes the records of one epoch. `w_prev` is the watermark before it.
-    /// Sorts `exposures` and `actions` first (a fixed processing order).
+    /// Processes the records of one epoch, each kind in input order. `w_prev`
+    /// is the watermark before it.
     pub fn process_epoch(
         &mut self,
         w_prev: i64,
-        mut exposures: Vec<Exposure>,
-        mut actions: Vec<Action>,
+        exposures: Vec<Exposure>,
+        actions: Vec<Action>,
         out: &mut JoinOutput,
     ) {
-        exposures.sort_unstable();
-        actions.sort_unstable_by(|a, b| a.sort_key().cmp(&b.sort_key()));
         for e in exposures {
             self.add_exposure(w_prev, e, out);
         }
@@ -642,6 +645,22 @@ mod tests {
         j.advance(T0 + 250, false, &mut out);
         assert_eq!(j.remembered().collect::<Vec<_>>(), vec![(1, 1)]);
         assert_eq!(j.tomb_queue.len(), 1);
+    }
+
+    #[test]
+    fn of_two_exposures_with_one_identity_in_an_epoch_the_first_in_the_input_is_kept() {
+        let mut late_twin = exp(1, 1, T0 - 50);
+        late_twin.author_id = 8;
+        let out = run(vec![(vec![exp(1, 1, T0), late_twin], vec![], T0)]);
+        assert_eq!(out.interactions.len(), 1);
+        assert_eq!(
+            (
+                out.interactions[0].exposure.ts_ms,
+                out.interactions[0].exposure.author_id
+            ),
+            (T0, 7)
+        );
+        assert_eq!(out.counters.get(Counter::DuplicateExposures), 1);
     }
 
     #[test]
