@@ -298,7 +298,7 @@ impl JoinState {
             .or_insert_with(|| Self::alloc_id(states, free_ids, Slot::Free));
         if let Some(s) = states.get_mut(id as usize) {
             if matches!(s, Slot::Expired) {
-                self.expired -= 1;
+                self.expired = self.expired.saturating_sub(1);
             }
             *s = slot;
         }
@@ -348,7 +348,7 @@ impl JoinState {
                 match states.get_mut(id as usize) {
                     Some(s @ Slot::Expired) if !late => {
                         *s = Slot::Free;
-                        self.expired -= 1;
+                        self.expired = self.expired.saturating_sub(1);
                         Some(id)
                     }
                     Some(Slot::Expired) => None,
