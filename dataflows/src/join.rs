@@ -21,6 +21,7 @@
 //!   for one to arrive, then it is an orphan.
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BinaryHeap, VecDeque};
 
 use rliv_state::{FastMap, Rewards};
@@ -182,27 +183,28 @@ impl CloseQueue {
         }
     }
 
+    /// Whether the earliest entry is the heap's (else the run's, if any).
+    fn heap_first(&self) -> bool {
+        match (self.run.front(), self.heap.peek()) {
+            (Some(r), Some(Reverse(h))) => h.0 < r.0,
+            (run, _) => run.is_none(),
+        }
+    }
+
     /// The entry with the earliest close time (call `settle` first).
     fn peek(&self) -> Option<(i64, u32)> {
-        match (self.run.front(), self.heap.peek()) {
-            (Some(r), Some(Reverse(h))) => Some(if h.0 < r.0 { *h } else { *r }),
-            (Some(r), None) => Some(*r),
-            (None, Some(Reverse(h))) => Some(*h),
-            (None, None) => None,
+        if self.heap_first() {
+            self.heap.peek().map(|Reverse(h)| *h)
+        } else {
+            self.run.front().copied()
         }
     }
 
     fn pop(&mut self) {
-        match (self.run.front(), self.heap.peek()) {
-            (Some(r), Some(Reverse(h))) if h.0 < r.0 => {
-                self.heap.pop();
-            }
-            (Some(_), _) => {
-                self.run.pop_front();
-            }
-            (None, _) => {
-                self.heap.pop();
-            }
+        if self.heap_first() {
+            self.heap.pop();
+        } else {
+            self.run.pop_front();
         }
     }
 }
@@ -343,7 +345,7 @@ impl JoinState {
         // forgotten one gets an id (unless the exposure is late).
         let (states, free_ids) = (&mut self.states, &mut self.free_ids);
         let id = match self.slots.entry(key) {
-            std::collections::hash_map::Entry::Occupied(o) => {
+            Entry::Occupied(o) => {
                 let id = *o.get();
                 match states.get_mut(id as usize) {
                     Some(s @ Slot::Expired) if !late => {
@@ -358,10 +360,10 @@ impl JoinState {
                     }
                 }
             }
-            std::collections::hash_map::Entry::Vacant(v) if !late => {
+            Entry::Vacant(v) if !late => {
                 Some(*v.insert(Self::alloc_id(states, free_ids, Slot::Free)))
             }
-            std::collections::hash_map::Entry::Vacant(_) => None,
+            Entry::Vacant(_) => None,
         };
         let Some(id) = id else {
             out.counters.inc(Counter::LateExposures);
@@ -520,7 +522,8 @@ impl JoinState {
     }
 
     /// The identities the join remembers (open or closed), in no order.
-    pub fn remembered(&self) -> impl Iterator<Item = Key> + '_ {
+    #[cfg(test)]
+    fn remembered(&self) -> impl Iterator<Item = Key> + '_ {
         self.slots
             .iter()
             .filter_map(|(key, id)| match self.states.get(*id as usize) {
