@@ -198,10 +198,21 @@ impl Store {
     }
 
     /// Writes `commit` atomically (one `WriteBatch`).
-    pub fn commit(&self, commit: Commit) -> Result<(), StateError> {
+    pub fn commit(&self, mut commit: Commit) -> Result<(), StateError> {
         let pairs = self.cf(CF_PAIRS)?;
         let meta = self.cf(CF_META)?;
-        let mut batch = WriteBatch::default();
+        // In key order, each memtable insert starts where the last one
+        // ended instead of searching the skip list from the top. A stable
+        // sort: of two puts of one key the later still wins.
+        commit.pairs.sort_by_key(|(k, _)| *k);
+        // Sized up front: a batch that grows copies itself at every doubling.
+        let record = |k: usize, v: usize| k + v + 12;
+        let bytes = 12
+            + commit.pairs.iter().map(|(_, v)| record(16, v.len())).sum::<usize>()
+            + commit.meta_puts.iter().map(|(k, v)| record(k.len(), v.len())).sum::<usize>()
+            + commit.log_puts.iter().map(|(_, v)| record(8, v.len())).sum::<usize>()
+            + commit.pair_deletes.len() * record(16, 0);
+        let mut batch = WriteBatch::with_capacity_bytes(bytes);
         for (k, v) in &commit.pairs {
             batch.put_cf(pairs, k.encode(), v);
         }
