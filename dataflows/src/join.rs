@@ -262,8 +262,8 @@ impl JoinState {
     pub fn process_epoch(
         &mut self,
         w_prev: i64,
-        exposures: Vec<Exposure>,
-        actions: Vec<Action>,
+        exposures: impl IntoIterator<Item = Exposure>,
+        actions: impl IntoIterator<Item = Action>,
         out: &mut JoinOutput,
     ) {
         for e in exposures {

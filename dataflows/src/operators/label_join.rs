@@ -6,7 +6,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use super::pair_state::pair_worker;
-use super::{bundle, AbortHandle, Bundle, DeadLetter, Joined, Meta, Parsed, Side, Stash};
+use super::{AbortHandle, Bundle, Bundler, DeadLetter, Joined, Meta, Parsed, Side, Stash};
 use crate::config::JoinConfig;
 use crate::event::{exposure_route, Action, Exposure, Source};
 use crate::join::{JoinOutput, JoinSnapshot, JoinState, Rejected, Watermark};
@@ -98,25 +98,30 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Bundle<Parsed>>> {
                 wm.reopen();
             }
             let mut stash = Stash::new();
+            // Kept across epochs, so their buffers are allocated once.
+            let mut exposures: Vec<Exposure> = Vec::new();
+            let mut actions: Vec<Action> = Vec::new();
+            let mut out = JoinOutput::default();
             move |(input, frontier), output| {
                 stash.absorb(input);
                 for (cap, bundles) in stash.ready(frontier) {
                     let mut session = output.session(&cap);
-                    let records: usize = bundles.iter().map(|b| b.items.len()).sum();
-                    let mut exposures = Vec::with_capacity(records);
-                    let mut actions = Vec::with_capacity(records);
                     let mut meta = Meta::default();
-                    let mut sent: Vec<Joined> = Vec::new();
+                    let mut sides: Vec<Side> = Vec::new();
                     for item in bundles.into_iter().flat_map(|b| b.items) {
                         match item {
                             Parsed::Exposure(e) => exposures.push(e),
                             Parsed::Action(a) => actions.push(a),
                             Parsed::Meta(m) => meta = m,
-                            Parsed::Side(s) => sent.push(Joined::Side(s)),
+                            Parsed::Side(s) => sides.push(s),
                         }
                     }
-                    let mut out = JoinOutput::default();
-                    join.process_epoch(wm.current(lateness), exposures, actions, &mut out);
+                    join.process_epoch(
+                        wm.current(lateness),
+                        exposures.drain(..),
+                        actions.drain(..),
+                        &mut out,
+                    );
                     if let Some(source) = meta.source {
                         wm.observe(source, meta.max_ts, false);
                     }
@@ -133,16 +138,24 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Bundle<Parsed>>> {
                             .watermark
                             .store(wm.current(lateness), std::sync::atomic::Ordering::Relaxed);
                     }
+                    // Records go straight into their pair worker's bundle.
+                    let expected = sides.len() + out.interactions.len() + out.rejected.len() + 3;
+                    let mut sent = Bundler::new(peers as usize, expected, pair_route);
+                    for s in sides {
+                        sent.push(Joined::Side(s));
+                    }
                     if start.views {
                         sent.push(Joined::Side(Side::Watermark(wm.current(lateness))));
                     }
-                    sent.reserve(out.interactions.len());
-                    sent.extend(out.interactions.into_iter().map(Joined::Interaction));
-                    for r in out.rejected {
+                    for i in out.interactions.drain(..) {
+                        sent.push(Joined::Interaction(i));
+                    }
+                    for r in out.rejected.drain(..) {
                         sent.push(Joined::Side(Side::Dead(dead_letter(r, &cfg))));
                     }
-                    if !out.counters.is_zero() {
-                        sent.push(Joined::Side(Side::Counts(out.counters)));
+                    let counters = std::mem::take(&mut out.counters);
+                    if !counters.is_zero() {
+                        sent.push(Joined::Side(Side::Counts(counters)));
                     }
                     if meta.commit {
                         match encode_snapshot(&wm, &join.snapshot()) {
@@ -150,9 +163,7 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Bundle<Parsed>>> {
                             Err(e) => abort.raise(format!("encoding the window snapshot: {e}")),
                         }
                     }
-                    session.give_iterator(
-                        bundle(sent.into_iter(), peers as usize, pair_route).into_iter(),
-                    );
+                    session.give_iterator(sent.finish().into_iter());
                 }
             }
         })

@@ -69,18 +69,6 @@ pub struct Bundle<T> {
     pub items: Vec<T>,
 }
 
-/// Splits `items` into one bundle per destination worker (`route`, below
-/// `peers`), keeping their order; no empty bundles.
-pub(crate) fn bundle<T>(
-    items: impl ExactSizeIterator<Item = T>,
-    peers: usize,
-    route: impl Fn(&T) -> u64,
-) -> Vec<Bundle<T>> {
-    let mut b = Bundler::new(peers, items.len(), route);
-    items.for_each(|item| b.push(item));
-    b.finish()
-}
-
 /// Builds the bundles of one epoch record by record.
 pub(crate) struct Bundler<T, R> {
     parts: Vec<Vec<T>>,
