@@ -143,6 +143,13 @@ impl<'a> Scan<'a> {
     }
 
     fn opt_feats(&mut self) -> Option<Option<Feats>> {
+        // Compact `[1,2,3]` first; anything else is read again by the
+        // general walk below.
+        let start = self.i;
+        if let Some(f) = self.compact_feats() {
+            return Some(Some(f));
+        }
+        self.i = start;
         if self.peek() == Some(b'n') {
             self.null()?;
             return Some(None);
@@ -162,6 +169,27 @@ impl<'a> Scan<'a> {
                 b']' => {
                     self.i += 1;
                     return Some(Some(v));
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An integer array without whitespace, or `None`.
+    #[inline]
+    fn compact_feats(&mut self) -> Option<Feats> {
+        self.eat(b'[')?;
+        let mut v = Feats::new();
+        if self.eat(b']').is_some() {
+            return Some(v);
+        }
+        loop {
+            v.push(u32::try_from(self.uint()?).ok()?);
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(v);
                 }
                 _ => return None,
             }
@@ -344,6 +372,116 @@ const ACTION_KEYS: [Key; 6] = [
     Key::new(b"\"value\":", 5),
 ];
 
+/// The compact canonical layouts (no whitespace, every key in the table's
+/// order): each key literal includes the separator before it, so a line in
+/// that layout costs one masked compare per key and no dispatch. The
+/// exposure's three optional fields are present (possibly `null`); the
+/// action's `value` may be absent.
+const EXPOSURE_COMPACT: [Key; 8] = [
+    Key::new(b"{\"request_id\":", 0),
+    Key::new(b",\"user_id\":", 1),
+    Key::new(b",\"item_id\":", 2),
+    Key::new(b",\"author_id\":", 4),
+    Key::new(b",\"ts_ms\":", 3),
+    Key::new(b",\"position\":", 5),
+    Key::new(b",\"user_feats\":", 6),
+    Key::new(b",\"item_feats\":", 7),
+];
+const ACTION_COMPACT: [Key; 6] = [
+    Key::new(b"{\"request_id\":", 0),
+    Key::new(b",\"user_id\":", 1),
+    Key::new(b",\"item_id\":", 2),
+    Key::new(b",\"ts_ms\":", 3),
+    Key::new(b",\"action\":", 4),
+    Key::new(b",\"value\":", 5),
+];
+
+impl Scan<'_> {
+    /// Consumes `key` if the line continues with it.
+    #[inline(always)]
+    fn lit(&mut self, key: &Key) -> Option<()> {
+        let rest = self.b.get(self.i..)?;
+        if key.starts(rest) {
+            self.i += key.len;
+            Some(())
+        } else {
+            None
+        }
+    }
+
+    /// The closing brace, which must end the line.
+    #[inline]
+    fn close(&mut self) -> Option<()> {
+        self.eat(b'}')?;
+        (self.i == self.b.len()).then_some(())
+    }
+}
+
+/// An exposure in the compact canonical layout, or `None` (the caller then
+/// tries the general walk).
+fn exposure_compact(line: &[u8]) -> Option<ExposureWire> {
+    let k = &EXPOSURE_COMPACT;
+    let mut s = Scan { b: line, i: 0 };
+    s.lit(&k[0])?;
+    let request_id = s.uint()?;
+    s.lit(&k[1])?;
+    let user_id = s.uint()?;
+    s.lit(&k[2])?;
+    let item_id = s.uint()?;
+    s.lit(&k[3])?;
+    let author_id = s.uint()?;
+    s.lit(&k[4])?;
+    let ts_ms = s.int()?;
+    s.lit(&k[5])?;
+    let position = s.opt_u32()?;
+    s.lit(&k[6])?;
+    let user_feats = s.opt_feats()?;
+    s.lit(&k[7])?;
+    let item_feats = s.opt_feats()?;
+    s.close()?;
+    Some(ExposureWire {
+        request_id,
+        user_id,
+        item_id,
+        author_id,
+        ts_ms,
+        position,
+        user_feats,
+        item_feats,
+    })
+}
+
+/// An action in the compact canonical layout, or `None`.
+fn action_compact(line: &[u8]) -> Option<ActionWire<'_>> {
+    let k = &ACTION_COMPACT;
+    let mut s = Scan { b: line, i: 0 };
+    s.lit(&k[0])?;
+    let request_id = s.uint()?;
+    s.lit(&k[1])?;
+    let user_id = s.uint()?;
+    s.lit(&k[2])?;
+    let item_id = s.uint()?;
+    s.lit(&k[3])?;
+    let ts_ms = s.int()?;
+    s.lit(&k[4])?;
+    let action = s.action_name()?;
+    let value = if s.peek() == Some(b',') {
+        s.lit(&k[5])?;
+        s.opt_f64()?
+    } else {
+        None
+    };
+    s.close()?;
+    Some(ActionWire {
+        request_id,
+        user_id,
+        item_id,
+        ts_ms,
+        action: Cow::Borrowed(action),
+        value,
+    })
+}
+
 impl Common {
     /// Marks field `bit` seen; a repeated field gives up.
     fn once(&mut self, bit: u32) -> Option<()> {
@@ -385,6 +523,9 @@ impl Common {
 }
 
 pub(crate) fn exposure(line: &[u8]) -> Option<ExposureWire> {
+    if let Some(w) = exposure_compact(line) {
+        return Some(w);
+    }
     let mut s = Scan { b: line, i: 0 };
     let mut c = Common::default();
     let mut author_id = 0;
@@ -428,6 +569,9 @@ pub(crate) fn exposure(line: &[u8]) -> Option<ExposureWire> {
 }
 
 pub(crate) fn action(line: &[u8]) -> Option<ActionWire<'_>> {
+    if let Some(w) = action_compact(line) {
+        return Some(w);
+    }
     let mut s = Scan { b: line, i: 0 };
     let mut c = Common::default();
     let (mut action, mut value) = ("", None);
@@ -478,15 +622,22 @@ mod tests {
         // The generator's and the contract's layouts must not fall back
         // (a fallback is correct but slow).
         let e = br#"{"request_id":1,"user_id":9,"item_id":18000001,"author_id":18,"ts_ms":1700000000814,"position":1,"user_feats":[7,1,1],"item_feats":[6,1]}"#;
-        let w = exposure(e).ok_or("the fast path declined")?;
+        let w = exposure_compact(e).ok_or("the compact path declined")?;
         assert_eq!(
             (w.request_id, w.item_id, w.ts_ms),
             (1, 18_000_001, 1_700_000_000_814)
         );
         assert_eq!(w.user_feats.as_deref(), Some(&[7, 1, 1][..]));
         let a = br#"{"request_id":2,"user_id":226,"item_id":261000002,"ts_ms":1700000008946,"action":"watch","value":1.7}"#;
-        let w = action(a).ok_or("the fast path declined")?;
+        let w = action_compact(a).ok_or("the compact path declined")?;
         assert_eq!((w.action.as_ref(), w.value), ("watch", Some(1.7)));
+        let a = br#"{"request_id":2,"user_id":226,"item_id":261000002,"ts_ms":1700000009698,"action":"click"}"#;
+        let w = action_compact(a).ok_or("the compact path declined")?;
+        assert_eq!((w.action.as_ref(), w.value), ("click", None));
+        // Spaced out: not compact, but still the fast path.
+        let spaced = br#"{"request_id":1, "user_id":9,"item_id":18000001,"author_id":18,"ts_ms":1700000000814,"position":1,"user_feats":[7,1,1],"item_feats":[6,1]}"#;
+        assert!(exposure_compact(spaced).is_none());
+        assert_eq!(exposure(spaced).ok_or("the fast path declined")?.user_id, 9);
         let a = br#"{ "request_id" : 2 , "user_id":1,"item_id":3,"ts_ms":-5,"action":"click" }"#;
         assert_eq!(action(a).ok_or("the fast path declined")?.ts_ms, -5);
         Ok(())
@@ -605,16 +756,23 @@ mod tests {
             value_text(),
             value_text(),
             any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(|(r, u, t, a, v, f, is_action)| {
-                if is_action {
-                    format!(
+            .prop_map(|(r, u, t, a, v, f, is_action, compact)| {
+                // Compact lines take `exposure_compact` / `action_compact`.
+                match (is_action, compact) {
+                    (true, false) => format!(
                         r#"{{"request_id":{r},"user_id":{u},"item_id":{r},"ts_ms":{t},"action":"{a}","value":{v}}}"#
-                    )
-                } else {
-                    format!(
+                    ),
+                    (true, true) => format!(
+                        r#"{{"request_id":{r},"user_id":{u},"item_id":{r},"ts_ms":{t},"action":"{a}"}}"#
+                    ),
+                    (false, false) => format!(
                         r#"{{"request_id":{r},"user_id":{u},"item_id":{r},"author_id":{u},"ts_ms":{t},"position":{v},"user_feats":{f},"item_feats":[1, 2]}}"#
-                    )
+                    ),
+                    (false, true) => format!(
+                        r#"{{"request_id":{r},"user_id":{u},"item_id":{r},"author_id":{u},"ts_ms":{t},"position":{v},"user_feats":{f},"item_feats":[1,2]}}"#
+                    ),
                 }
             })
     }
@@ -626,6 +784,7 @@ mod tests {
         // values; the counts make sure the property is not vacuous.
         let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(4000));
         let fast_hits = std::cell::Cell::new(0usize);
+        let compact_hits = std::cell::Cell::new(0usize);
         let strategy = (
             prop_oneof![line(), record_like()],
             0usize..400,
@@ -639,6 +798,8 @@ mod tests {
             }
             let cut = &l.as_bytes()[..cut.min(l.len())];
             for bytes in [l.as_bytes(), cut, &mutated[..]] {
+                let compact = exposure_compact(bytes).is_some() || action_compact(bytes).is_some();
+                compact_hits.set(compact_hits.get() + usize::from(compact));
                 if let Some(fast) = exposure(bytes) {
                     fast_hits.set(fast_hits.get() + 1);
                     let slow = serde_exposure(bytes);
@@ -661,9 +822,10 @@ mod tests {
             Ok(())
         })?;
         assert!(
-            fast_hits.get() > 200,
-            "only {} lines took the fast path",
-            fast_hits.get()
+            fast_hits.get() > 200 && compact_hits.get() > 100,
+            "only {} lines took the fast path, {} the compact one",
+            fast_hits.get(),
+            compact_hits.get()
         );
         Ok(())
     }
