@@ -208,9 +208,21 @@ impl Store {
         // Sized up front: a batch that grows copies itself at every doubling.
         let record = |k: usize, v: usize| k + v + 12;
         let bytes = 12
-            + commit.pairs.iter().map(|(_, v)| record(16, v.len())).sum::<usize>()
-            + commit.meta_puts.iter().map(|(k, v)| record(k.len(), v.len())).sum::<usize>()
-            + commit.log_puts.iter().map(|(_, v)| record(8, v.len())).sum::<usize>()
+            + commit
+                .pairs
+                .iter()
+                .map(|(_, v)| record(16, v.len()))
+                .sum::<usize>()
+            + commit
+                .meta_puts
+                .iter()
+                .map(|(k, v)| record(k.len(), v.len()))
+                .sum::<usize>()
+            + commit
+                .log_puts
+                .iter()
+                .map(|(_, v)| record(8, v.len()))
+                .sum::<usize>()
             + commit.pair_deletes.len() * record(16, 0);
         let mut batch = WriteBatch::with_capacity_bytes(bytes);
         for (k, v) in &commit.pairs {
