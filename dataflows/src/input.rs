@@ -324,7 +324,16 @@ impl SourceReader {
 /// Extracts `ts_ms` from the first line of a chunk without a full parse: only
 /// used to decide which source to read next.
 pub fn first_ts(data: &[u8]) -> Option<i64> {
-    let line = &data[..memchr::memchr(b'\n', data).unwrap_or(data.len())];
+    line_ts(&data[..memchr::memchr(b'\n', data).unwrap_or(data.len())])
+}
+
+/// [`first_ts`] of the chunk's last line.
+pub fn last_ts(data: &[u8]) -> Option<i64> {
+    let body = data.strip_suffix(b"\n").unwrap_or(data);
+    line_ts(&body[memchr::memrchr(b'\n', body).map_or(0, |i| i + 1)..])
+}
+
+fn line_ts(line: &[u8]) -> Option<i64> {
     let at = memchr::memmem::find(line, b"\"ts_ms\"")? + 7;
     let rest = &line[at..];
     let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
@@ -410,10 +419,17 @@ pub trait ChunkSource: Send {
     }
 }
 
+/// A chunk read ahead: its end position and the `ts_ms` of its first and
+/// last lines.
+type Ahead = (Chunk, SourcePos, Option<i64>, Option<i64>);
+
 pub struct Reader {
     sources: Vec<SourceReader>,
-    ahead: Vec<Option<(Chunk, SourcePos, Option<i64>)>>,
+    ahead: Vec<Option<Ahead>>,
     done: [bool; 2],
+    /// How far past its first record an action chunk may reach and still
+    /// wait for the exposures before it (see [`Reader::next_chunk`]).
+    lead_ms: i64,
     /// Position after the last chunk handed out, per source.
     pub positions: [SourcePos; 2],
     pub next_epoch: u64,
@@ -427,17 +443,26 @@ impl Reader {
             ahead: vec![None, None],
             sources,
             done: [false; 2],
+            lead_ms: 0,
             positions,
             next_epoch,
         }
+    }
+
+    /// Exposures are read up to `lead_ms` of event time ahead of the actions
+    /// (the label join's window is a natural choice): see
+    /// [`Reader::next_chunk`].
+    pub fn with_lead(mut self, lead_ms: i64) -> Reader {
+        self.lead_ms = lead_ms.max(0);
+        self
     }
 
     fn fill(&mut self, s: usize) -> Result<(), InputError> {
         if self.ahead[s].is_none() && !self.done[s] {
             match self.sources[s].read_chunk()? {
                 Some((c, pos)) => {
-                    let ts = first_ts(&c.data);
-                    self.ahead[s] = Some((c, pos, ts));
+                    let (first, last) = (first_ts(&c.data), last_ts(&c.data));
+                    self.ahead[s] = Some((c, pos, first, last));
                 }
                 None => self.done[s] = true,
             }
@@ -446,6 +471,13 @@ impl Reader {
     }
 
     /// The next chunk, numbered with the next epoch; `None` when all input is read.
+    ///
+    /// The source whose next chunk starts earlier in event time goes first,
+    /// except that an action chunk also waits for the exposures up to its
+    /// last record (at most `lead_ms` past its first): an action refers to an
+    /// exposure at or before its own time, so it then finds its exposure
+    /// open instead of waiting for it in the join. The choice depends only on
+    /// the chunks' contents, so a resumed run reads the same sequence.
     pub fn next_chunk(&mut self) -> Result<Option<Chunk>, InputError> {
         self.fill(0)?;
         self.fill(1)?;
@@ -453,9 +485,15 @@ impl Reader {
             (None, None) => return Ok(None),
             (Some(_), None) => 0,
             (None, Some(_)) => 1,
-            (Some(a), Some(b)) => usize::from(b.2.unwrap_or(i64::MIN) < a.2.unwrap_or(i64::MIN)),
+            (Some(e), Some(a)) => {
+                let first = a.2.unwrap_or(i64::MIN);
+                let reach =
+                    a.3.unwrap_or(first)
+                        .clamp(first, first.saturating_add(self.lead_ms));
+                usize::from(reach < e.2.unwrap_or(i64::MIN))
+            }
         };
-        let Some((mut chunk, pos, _)) = self.ahead[pick].take() else {
+        let Some((mut chunk, pos, ..)) = self.ahead[pick].take() else {
             return Ok(None);
         };
         self.positions[pick] = pos;
@@ -533,6 +571,65 @@ mod tests {
 
     fn all_chunks(r: &mut Reader) -> Result<Vec<Chunk>, InputError> {
         std::iter::from_fn(|| r.next_chunk().transpose()).collect()
+    }
+
+    #[test]
+    fn last_ts_reads_the_field_of_the_last_line() -> TestResult {
+        assert_eq!(last_ts(b"{\"ts_ms\":7}\n{\"ts_ms\" : -42}\n"), Some(-42));
+        assert_eq!(last_ts(b"{\"ts_ms\":7}\n{\"ts_ms\":9}"), Some(9));
+        assert_eq!(last_ts(b"{\"ts_ms\":7}\n"), Some(7));
+        assert_eq!(last_ts(b"{\"ts_ms\":7}\ngarbage\n"), None);
+        Ok(())
+    }
+
+    #[test]
+    fn action_chunks_wait_for_the_exposures_they_reach_up_to_the_lead() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        // Exposure chunks start at ts 0, 4, 8, ..., 36; the first action
+        // chunk starts at 1 and ends with a far-future record.
+        let e = write(dir.path(), "e.jsonl", &lines("e", 40, 0))?;
+        let mut acts = lines("a", 3, 1);
+        acts.push("{\"id\":\"far\",\"ts_ms\":1000}".into());
+        acts.extend(lines("b", 4, 40));
+        let a = write(dir.path(), "a.jsonl", &acts)?;
+        let order = |lead: i64| -> Result<String, InputError> {
+            let mut r = Reader::new(
+                vec![
+                    SourceReader::new(
+                        Source::Exposures,
+                        vec![(0, e.clone())],
+                        SourcePos::default(),
+                        4,
+                        1000,
+                    ),
+                    SourceReader::new(
+                        Source::Actions,
+                        vec![(1, a.clone())],
+                        SourcePos::default(),
+                        4,
+                        1000,
+                    ),
+                ],
+                0,
+            )
+            .with_lead(lead);
+            Ok(all_chunks(&mut r)?
+                .iter()
+                .map(|c| match c.data.get(7) {
+                    Some(b'e') => 'E',
+                    _ => 'A',
+                })
+                .collect())
+        };
+        // By first record only: the action chunk goes before the exposure
+        // chunk that starts after it.
+        assert_eq!(order(0)?, "EAEEEEEEEEEA");
+        // Exposures up to ts 1 + 10 first; the far-future record does not
+        // hold the actions back any longer than the lead.
+        assert_eq!(order(10)?, "EEEAEEEEEEEA");
+        // Without a bound, every exposure it could reach comes first.
+        assert_eq!(order(i64::MAX)?, "EEEEEEEEEEAA");
+        Ok(())
     }
 
     #[test]

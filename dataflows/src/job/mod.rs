@@ -392,7 +392,7 @@ pub fn run_replay(req: ReplayRequest) -> Result<Summary, JobError> {
                     req.replay.max_line_bytes,
                 ));
             }
-            Box::new(Reader::new(readers, start_epoch))
+            Box::new(Reader::new(readers, start_epoch).with_lead(req.join.window_ms))
         }
     };
     let start = JoinStart {
