@@ -11,7 +11,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use rliv_dataflows::event::{Action, ActionKind, Exposure, Origin, Source};
 use rliv_dataflows::input::Chunk;
 use rliv_dataflows::join::{JoinOutput, JoinState};
-use rliv_dataflows::operators::parse_chunk;
+use rliv_dataflows::operators::{parse_chunk, ParsedBundler};
 use rliv_dataflows::pairs::{NoPairs, PairShard};
 use rliv_dataflows::JoinConfig;
 
@@ -74,9 +74,10 @@ fn bench(c: &mut Criterion) {
     };
     g.bench_function("parse_exposures_16k", |b| {
         b.iter(|| {
-            let mut out = Vec::new();
-            parse_chunk(&chunk, &mut out);
-            out
+            // As the job does: straight into per-join-worker bundles.
+            let mut out = ParsedBundler::new(2, 0, chunk.data.len() / 100);
+            let meta = parse_chunk(&chunk, &mut out);
+            out.finish(meta)
         })
     });
 

@@ -6,7 +6,7 @@ use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
 use super::pair_state::pair_worker;
-use super::{AbortHandle, Bundle, Bundler, DeadLetter, Joined, Meta, Parsed, Side, Stash};
+use super::{AbortHandle, Bundle, Bundler, DeadLetter, Joined, ParsedBundle, Side, Stash};
 use crate::config::JoinConfig;
 use crate::event::{exposure_route, Action, Exposure, Source};
 use crate::join::{JoinOutput, JoinSnapshot, JoinState, Rejected, Watermark};
@@ -61,7 +61,7 @@ pub trait LabelJoin<'scope> {
     ) -> Stream<'scope, u64, Vec<Bundle<Joined>>>;
 }
 
-impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Bundle<Parsed>>> {
+impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<ParsedBundle>> {
     fn label_join(
         self,
         cfg: JoinConfig,
@@ -78,7 +78,7 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Bundle<Parsed>>> {
             Joined::Interaction(i) => pair_worker(i.exposure.pair(), processes, threads),
             Joined::Side(_) => me,
         };
-        let pact = Exchange::new(|b: &Bundle<Parsed>| b.to);
+        let pact = Exchange::new(|b: &ParsedBundle| b.to);
         self.unary_frontier(pact, "LabelJoin", move |_cap, _info| {
             let lateness = cfg.allowed_lateness_ms;
             let mut join = JoinState::new(cfg.clone());
@@ -98,30 +98,32 @@ impl<'scope> LabelJoin<'scope> for Stream<'scope, u64, Vec<Bundle<Parsed>>> {
                 wm.reopen();
             }
             let mut stash = Stash::new();
-            // Kept across epochs, so their buffers are allocated once.
-            let mut exposures: Vec<Exposure> = Vec::new();
-            let mut actions: Vec<Action> = Vec::new();
+            // Kept across epochs, so its buffers are allocated once.
             let mut out = JoinOutput::default();
             move |(input, frontier), output| {
                 stash.absorb(input);
                 for (cap, bundles) in stash.ready(frontier) {
                     let mut session = output.session(&cap);
-                    let mut meta = Meta::default();
-                    let mut sides: Vec<Side> = Vec::new();
-                    for item in bundles.into_iter().flat_map(|b| b.items) {
-                        match item {
-                            Parsed::Exposure(e) => exposures.push(e),
-                            Parsed::Action(a) => actions.push(a),
-                            Parsed::Meta(m) => meta = m,
-                            Parsed::Side(s) => sides.push(s),
-                        }
+                    // One chunk, parsed by one worker, is one bundle per
+                    // join worker; more are merged in the order they came.
+                    let mut bundles = bundles.into_iter();
+                    let Some(mut epoch) = bundles.next() else {
+                        continue;
+                    };
+                    for b in bundles {
+                        epoch.exposures.extend(b.exposures);
+                        epoch.actions.extend(b.actions);
+                        epoch.sides.extend(b.sides);
+                        epoch.meta = b.meta;
                     }
-                    join.process_epoch(
-                        wm.current(lateness),
-                        exposures.drain(..),
-                        actions.drain(..),
-                        &mut out,
-                    );
+                    let ParsedBundle {
+                        exposures,
+                        actions,
+                        meta,
+                        sides,
+                        ..
+                    } = epoch;
+                    join.process_epoch(wm.current(lateness), exposures, actions, &mut out);
                     if let Some(source) = meta.source {
                         wm.observe(source, meta.max_ts, false);
                     }

@@ -40,7 +40,7 @@ use timely::dataflow::operators::generic::InputHandleCore;
 use timely::dataflow::operators::Capability;
 use timely::progress::frontier::MutableAntichain;
 
-use crate::event::{Action, Exposure, Interaction, Origin, Source, Transition};
+use crate::event::{exposure_route, Action, Exposure, Interaction, Origin, Source, Transition};
 use crate::metrics::{Counters, Reason};
 
 /// Per-epoch facts of one input chunk, sent by the parser to every join worker.
@@ -106,20 +106,97 @@ impl<T, R: Fn(&T) -> u64> Bundler<T, R> {
     }
 }
 
-impl<R: Fn(&Parsed) -> u64> ParsedSink for Bundler<Parsed, R> {
-    fn push(&mut self, p: Parsed) {
-        Bundler::push(self, p)
-    }
-}
-
-/// Where [`parse_chunk`] puts the records it parses.
+/// Where [`parse_chunk`] puts the records it parses, each kind in input order.
 pub trait ParsedSink {
-    fn push(&mut self, p: Parsed);
+    fn exposure(&mut self, e: Exposure);
+    fn action(&mut self, a: Action);
+    fn side(&mut self, s: Side);
 }
 
 impl ParsedSink for Vec<Parsed> {
-    fn push(&mut self, p: Parsed) {
-        Vec::push(self, p)
+    fn exposure(&mut self, e: Exposure) {
+        self.push(Parsed::Exposure(e))
+    }
+    fn action(&mut self, a: Action) {
+        self.push(Parsed::Action(a))
+    }
+    fn side(&mut self, s: Side) {
+        self.push(Parsed::Side(s))
+    }
+}
+
+/// One chunk's parsed records bound for one join worker, by kind, each kind
+/// in input order: the join takes the two record vectors as they are.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ParsedBundle {
+    /// The destination worker (global index).
+    pub to: u64,
+    pub exposures: Vec<Exposure>,
+    pub actions: Vec<Action>,
+    pub meta: Meta,
+    /// Dead letters and counts: they stay on the parsing worker.
+    pub sides: Vec<Side>,
+}
+
+/// Splits one chunk's records into one [`ParsedBundle`] per join worker: an
+/// exposure or action goes to the worker of its identity
+/// ([`exposure_route`]), side records to the parsing worker.
+pub struct ParsedBundler {
+    parts: Vec<ParsedBundle>,
+    me: usize,
+}
+
+impl ParsedBundler {
+    /// `me`: the parsing worker; `lines`: about how many records will come.
+    pub fn new(peers: usize, me: usize, lines: usize) -> Self {
+        let peers = peers.max(1);
+        let guess = lines / peers + lines / (4 * peers) + 8;
+        ParsedBundler {
+            parts: (0..peers)
+                .map(|to| ParsedBundle {
+                    to: to as u64,
+                    exposures: Vec::with_capacity(guess),
+                    actions: Vec::with_capacity(guess),
+                    ..ParsedBundle::default()
+                })
+                .collect(),
+            me: me % peers,
+        }
+    }
+
+    fn part(&mut self, request_id: u64, item_id: u64) -> Option<&mut ParsedBundle> {
+        let n = self.parts.len() as u64;
+        self.parts
+            .get_mut((exposure_route(request_id, item_id) % n) as usize)
+    }
+
+    /// One bundle per join worker, each with its copy of `meta`.
+    pub fn finish(mut self, meta: Meta) -> Vec<ParsedBundle> {
+        for p in &mut self.parts {
+            p.meta = Meta {
+                target: p.to as u32,
+                ..meta.clone()
+            };
+        }
+        self.parts
+    }
+}
+
+impl ParsedSink for ParsedBundler {
+    fn exposure(&mut self, e: Exposure) {
+        if let Some(p) = self.part(e.request_id, e.item_id) {
+            p.exposures.push(e);
+        }
+    }
+    fn action(&mut self, a: Action) {
+        if let Some(p) = self.part(a.request_id, a.item_id) {
+            p.actions.push(a);
+        }
+    }
+    fn side(&mut self, s: Side) {
+        if let Some(p) = self.parts.get_mut(self.me) {
+            p.sides.push(s);
+        }
     }
 }
 
@@ -166,12 +243,12 @@ pub enum Side {
     ViewChanges(Vec<(crate::views::ViewKey, i64, i64)>),
 }
 
-/// Output of the parser.
+/// One record of the parser's output, as a plain `Vec<Parsed>` sink
+/// collects them (tests, benchmarks); the job uses [`ParsedBundler`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Parsed {
     Exposure(Exposure),
     Action(Action),
-    Meta(Meta),
     Side(Side),
 }
 

@@ -5,8 +5,8 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-use super::{Bundle, Bundler, DeadLetter, Meta, Parsed, ParsedSink, Side};
-use crate::event::{exposure_route, parse_action, parse_exposure, Origin, Source};
+use super::{DeadLetter, Meta, ParsedBundle, ParsedBundler, ParsedSink, Side};
+use crate::event::{parse_action, parse_exposure, Origin, Source};
 use crate::input::Chunk;
 use crate::metrics::{Counter, Counters, Reason};
 
@@ -19,7 +19,7 @@ pub trait ParseChunks<'scope> {
     /// use timely::dataflow::operators::{ToStream, Capture, capture::Event};
     /// use rliv_dataflows::input::Chunk;
     /// use rliv_dataflows::event::Source;
-    /// use rliv_dataflows::operators::{Bundle, ParseChunks, Parsed};
+    /// use rliv_dataflows::operators::{ParseChunks, ParsedBundle};
     ///
     /// let out = timely::example(|scope| {
     ///     let chunk = Chunk {
@@ -30,14 +30,15 @@ pub trait ParseChunks<'scope> {
     ///     };
     ///     vec![chunk].to_stream(scope).container::<Vec<_>>().parse_chunks().capture()
     /// });
-    /// let records: Vec<Parsed> = out
+    /// let bundles: Vec<ParsedBundle> = out
     ///     .try_iter()
     ///     .flat_map(|e| match e { Event::Messages(_, v) => v, _ => Vec::new() })
-    ///     .flat_map(|b: Bundle<Parsed>| b.items)
     ///     .collect();
-    /// assert!(records.iter().any(|p| matches!(p, Parsed::Action(a) if a.ts_ms == 4)));
+    /// assert!(bundles.iter().flat_map(|b| &b.actions).any(|a| a.ts_ms == 4));
+    /// // The line that is not JSON is a dead letter.
+    /// assert_eq!(bundles.iter().map(|b| b.sides.len()).sum::<usize>(), 2); // + counts
     /// ```
-    fn parse_chunks(self) -> Stream<'scope, u64, Vec<Bundle<Parsed>>>;
+    fn parse_chunks(self) -> Stream<'scope, u64, Vec<ParsedBundle>>;
 }
 
 /// The worker that parses chunk `epoch`. Worker 0 also reads every chunk
@@ -53,22 +54,11 @@ pub fn parse_worker(epoch: u64, peers: u64) -> u64 {
     }
 }
 
-/// The join worker of a parsed record: exposures and actions by their
-/// exposure identity, a meta by its target, side records stay here.
-fn join_worker(p: &Parsed, me: u64) -> u64 {
-    match p {
-        Parsed::Exposure(e) => exposure_route(e.request_id, e.item_id),
-        Parsed::Action(a) => exposure_route(a.request_id, a.item_id),
-        Parsed::Meta(m) => u64::from(m.target),
-        Parsed::Side(_) => me,
-    }
-}
-
 impl<'scope> ParseChunks<'scope> for Stream<'scope, u64, Vec<Chunk>> {
-    fn parse_chunks(self) -> Stream<'scope, u64, Vec<Bundle<Parsed>>> {
-        let peers = self.scope().peers() as u32;
-        let me = self.scope().index() as u64;
-        let workers = u64::from(peers);
+    fn parse_chunks(self) -> Stream<'scope, u64, Vec<ParsedBundle>> {
+        let peers = self.scope().peers();
+        let me = self.scope().index();
+        let workers = peers as u64;
         self.unary(
             Exchange::new(move |c: &Chunk| parse_worker(c.epoch, workers)),
             "Parse",
@@ -78,18 +68,9 @@ impl<'scope> ParseChunks<'scope> for Stream<'scope, u64, Vec<Chunk>> {
                         let mut session = output.session(&cap);
                         for chunk in data.drain(..) {
                             // Records go straight into their join worker's bundle.
-                            let mut records =
-                                Bundler::new(peers as usize, chunk.data.len() / 100, |p| {
-                                    join_worker(p, me)
-                                });
+                            let mut records = ParsedBundler::new(peers, me, chunk.data.len() / 100);
                             let meta = parse_chunk(&chunk, &mut records);
-                            for target in 0..peers {
-                                records.push(Parsed::Meta(Meta {
-                                    target,
-                                    ..meta.clone()
-                                }));
-                            }
-                            session.give_iterator(records.finish().into_iter());
+                            session.give_iterator(records.finish(meta).into_iter());
                         }
                     });
                 }
@@ -130,26 +111,25 @@ pub fn parse_chunk(chunk: &Chunk, out: &mut impl ParsedSink) -> Meta {
                 continue;
             }
             counters.inc(Counter::Lines);
-            let parsed = match source {
+            let rejected = match source {
                 Source::Exposures => parse_exposure(line, origin).map(|e| {
                     counters.inc(Counter::ExposuresParsed);
                     max_ts = max_ts.max(Some(e.ts_ms));
-                    Parsed::Exposure(e)
+                    out.exposure(e);
                 }),
                 Source::Actions => parse_action(line, origin).map(|a| {
                     counters.inc(Counter::ActionsParsed);
                     max_ts = max_ts.max(Some(a.ts_ms));
-                    Parsed::Action(a)
+                    out.action(a);
                 }),
             };
-            match parsed {
-                Ok(p) => out.push(p),
-                Err(r) => dead(out, &mut counters, origin, r.reason, r.detail, line),
+            if let Err(r) = rejected {
+                dead(out, &mut counters, origin, r.reason, r.detail, line);
             }
         }
     }
     if !counters.is_zero() {
-        out.push(Parsed::Side(Side::Counts(counters)));
+        out.side(Side::Counts(counters));
     }
     Meta {
         target: 0,
@@ -176,17 +156,65 @@ fn dead(
     line: &[u8],
 ) {
     counters.inc(reason.counter());
-    out.push(Parsed::Side(Side::Dead(DeadLetter {
+    out.side(Side::Dead(DeadLetter {
         origin,
         reason,
         detail,
         raw: String::from_utf8_lossy(line).into_owned(),
-    })));
+    }));
 }
 
 #[cfg(test)]
 mod tests {
-    use super::parse_worker;
+    use super::{parse_chunk, parse_worker, ParsedBundler};
+    use crate::event::{exposure_route, Source};
+    use crate::input::Chunk;
+
+    #[test]
+    fn bundles_route_records_by_identity_in_input_order_and_keep_sides_here() {
+        let mut data = Vec::new();
+        for r in 0..30u64 {
+            data.extend_from_slice(
+                format!(
+                    r#"{{"request_id":{r},"user_id":1,"item_id":{},"author_id":2,"ts_ms":{}}}"#,
+                    r % 4,
+                    100 - r
+                )
+                .as_bytes(),
+            );
+            data.push(b'\n');
+        }
+        data.extend_from_slice(b"not json\n");
+        let chunk = Chunk {
+            source: Some(Source::Exposures),
+            first_line: 1,
+            data,
+            commit: true,
+            ..Chunk::default()
+        };
+        let mut out = ParsedBundler::new(3, 1, 31);
+        let meta = parse_chunk(&chunk, &mut out);
+        let bundles = out.finish(meta);
+        assert_eq!(bundles.len(), 3);
+        let mut seen = 0;
+        for (i, b) in bundles.iter().enumerate() {
+            assert_eq!((b.to, b.meta.target as usize), (i as u64, i));
+            assert!(b.meta.commit && b.meta.max_ts == Some(100));
+            assert!(b
+                .exposures
+                .iter()
+                .all(|e| exposure_route(e.request_id, e.item_id) % 3 == i as u64));
+            // Input order: request ids rise within a bundle.
+            assert!(b
+                .exposures
+                .windows(2)
+                .all(|w| w[0].request_id < w[1].request_id));
+            // The dead letter and the counts stay on the parsing worker.
+            assert_eq!(b.sides.len(), if i == 1 { 2 } else { 0 });
+            seen += b.exposures.len();
+        }
+        assert_eq!(seen, 30);
+    }
 
     #[test]
     fn worker_zero_parses_one_chunk_in_2p_minus_1_and_the_others_two() {
