@@ -37,7 +37,7 @@ impl Source {
 }
 
 /// One item shown to one user in one request (contract "Exposure").
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Exposure {
     pub request_id: u64,
     pub item_id: u64,

@@ -449,20 +449,28 @@ impl JoinState {
                 break;
             }
             self.close_queue.pop();
-            let Some(mut open) = self.opens.get_mut(idx as usize).and_then(Option::take) else {
+            let Some(entry) = self.opens.get_mut(idx as usize) else {
                 continue;
             };
+            // Only the exposure leaves the slot (the slot, with its inline
+            // actions, is more than twice its size).
+            let Some(open) = entry.as_mut() else {
+                continue;
+            };
+            let id = open.id;
+            let interaction = Interaction {
+                rewards: rewards_of(&mut open.actions),
+                exposure: std::mem::take(&mut open.exposure),
+            };
+            *entry = None;
             self.free.push(idx);
             let expire_at = close.saturating_add(self.cfg.late_retention_ms);
-            if let Some(s) = self.states.get_mut(open.id as usize) {
+            if let Some(s) = self.states.get_mut(id as usize) {
                 *s = Slot::Closed(expire_at);
             }
-            self.push_tomb(expire_at, open.id);
+            self.push_tomb(expire_at, id);
             out.counters.inc(Counter::ClosedExposures);
-            out.interactions.push(Interaction {
-                rewards: rewards_of(&mut open.actions),
-                exposure: open.exposure,
-            });
+            out.interactions.push(interaction);
         }
         while let Some(Reverse((due, r, i))) = self.pending_queue.peek().copied() {
             if !(due < w_close || drain) {
