@@ -75,7 +75,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("parse_exposures_16k", |b| {
         b.iter(|| {
             // As the job does: straight into per-join-worker bundles.
-            let mut out = ParsedBundler::new(2, 0, chunk.data.len() / 100);
+            let mut out = ParsedBundler::new(2, 0, chunk.source, chunk.data.len() / 100);
             let meta = parse_chunk(&chunk, &mut out);
             out.finish(meta)
         })

@@ -147,16 +147,18 @@ pub struct ParsedBundler {
 }
 
 impl ParsedBundler {
-    /// `me`: the parsing worker; `lines`: about how many records will come.
-    pub fn new(peers: usize, me: usize, lines: usize) -> Self {
+    /// `me`: the parsing worker; `lines`: about how many records of
+    /// `source` will come (a chunk holds one source).
+    pub fn new(peers: usize, me: usize, source: Option<Source>, lines: usize) -> Self {
         let peers = peers.max(1);
         let guess = lines / peers + lines / (4 * peers) + 8;
+        let room = |s: Source| if source == Some(s) { guess } else { 0 };
         ParsedBundler {
             parts: (0..peers)
                 .map(|to| ParsedBundle {
                     to: to as u64,
-                    exposures: Vec::with_capacity(guess),
-                    actions: Vec::with_capacity(guess),
+                    exposures: Vec::with_capacity(room(Source::Exposures)),
+                    actions: Vec::with_capacity(room(Source::Actions)),
                     ..ParsedBundle::default()
                 })
                 .collect(),

@@ -68,7 +68,8 @@ impl<'scope> ParseChunks<'scope> for Stream<'scope, u64, Vec<Chunk>> {
                         let mut session = output.session(&cap);
                         for chunk in data.drain(..) {
                             // Records go straight into their join worker's bundle.
-                            let mut records = ParsedBundler::new(peers, me, chunk.data.len() / 100);
+                            let mut records =
+                                ParsedBundler::new(peers, me, chunk.source, chunk.data.len() / 100);
                             let meta = parse_chunk(&chunk, &mut records);
                             session.give_iterator(records.finish(meta).into_iter());
                         }
@@ -192,7 +193,7 @@ mod tests {
             commit: true,
             ..Chunk::default()
         };
-        let mut out = ParsedBundler::new(3, 1, 31);
+        let mut out = ParsedBundler::new(3, 1, Some(Source::Exposures), 31);
         let meta = parse_chunk(&chunk, &mut out);
         let bundles = out.finish(meta);
         assert_eq!(bundles.len(), 3);
