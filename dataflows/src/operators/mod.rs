@@ -6,8 +6,9 @@
 //!        ─Exchange(user,author)─> PairState ─Pipeline─> [Views] ─> Sink ─> committer thread
 //! ```
 //!
-//! The two keyed exchanges carry [`Bundle`]s: the sender splits an epoch's
-//! records by destination itself and each worker gets one batch.
+//! The two keyed exchanges carry one batch per destination worker and epoch
+//! ([`ParsedBundle`], then [`Bundle`]): the sender splits an epoch's records
+//! by destination itself.
 //!
 //! Timestamps are epochs (one input chunk each). Every operator buffers an
 //! epoch until its input frontier passes it, then processes it as a whole, so

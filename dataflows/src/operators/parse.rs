@@ -35,8 +35,8 @@ pub trait ParseChunks<'scope> {
     ///     .flat_map(|e| match e { Event::Messages(_, v) => v, _ => Vec::new() })
     ///     .collect();
     /// assert!(bundles.iter().flat_map(|b| &b.actions).any(|a| a.ts_ms == 4));
-    /// // The line that is not JSON is a dead letter.
-    /// assert_eq!(bundles.iter().map(|b| b.sides.len()).sum::<usize>(), 2); // + counts
+    /// // Side records: the line that is not JSON (a dead letter) and the counts.
+    /// assert_eq!(bundles.iter().map(|b| b.sides.len()).sum::<usize>(), 2);
     /// ```
     fn parse_chunks(self) -> Stream<'scope, u64, Vec<ParsedBundle>>;
 }
