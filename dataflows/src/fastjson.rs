@@ -297,13 +297,16 @@ struct Common {
 /// Fields 0-3 are the common ones; 4 is required too (author_id, action).
 const REQUIRED: u32 = 0b1_1111;
 
-/// A key as it is written before its value (`"name":`, at most 16 bytes),
-/// with the field number the parser gives it (0-3 are the common fields, see
-/// [`Common::field`]).
+/// A key as it is written before its value (`"name":`, at most 15 bytes,
+/// so that a separator can go before it), with the field number the parser
+/// gives it (0-3 are the common fields, see [`Common::field`]).
+#[derive(Clone, Copy)]
 struct Key {
+    /// `"name":`, without any separator.
     text: &'static [u8],
-    /// `text` as a little-endian word, zero-padded, and the mask of its bytes:
-    /// a line starts with the key when its next 16 bytes, masked, equal it.
+    /// The bytes to match (`text`, or a separator and `text`) as a
+    /// little-endian word, zero-padded, and the mask of those bytes: a line
+    /// starts with the key when its next 16 bytes, masked, equal it.
     word: u128,
     mask: u128,
     len: usize,
@@ -332,14 +335,33 @@ impl Key {
         }
     }
 
+    /// The key with byte `sep` before it (a compact line's `{` or `,`).
+    const fn after(self, sep: u8) -> Key {
+        // Evaluated at compile time: a key too long to take a separator
+        // fails the build.
+        assert!(self.len < 16);
+        Key {
+            word: self.word << 8 | sep as u128,
+            mask: self.mask << 8 | 0xFF,
+            len: self.len + 1,
+            ..self
+        }
+    }
+
     /// Whether `rest` starts with this key: one masked compare of 16 bytes
     /// (a line has them after every key but a short last one).
     #[inline]
     fn starts(&self, rest: &[u8]) -> bool {
-        match rest.first_chunk::<16>() {
-            Some(head) => u128::from_le_bytes(*head) & self.mask == self.word,
-            None => rest.starts_with(self.text),
-        }
+        let head = match rest.first_chunk::<16>() {
+            Some(head) => *head,
+            None if rest.len() >= self.len => {
+                let mut head = [0u8; 16];
+                head[..rest.len()].copy_from_slice(rest);
+                head
+            }
+            None => return false,
+        };
+        u128::from_le_bytes(head) & self.mask == self.word
     }
 
     /// The key's name, without the quotes and the colon.
@@ -377,24 +399,19 @@ const ACTION_KEYS: [Key; 6] = [
 /// that layout costs one masked compare per key and no dispatch. The
 /// exposure's three optional fields are present (possibly `null`); the
 /// action's `value` may be absent.
-const EXPOSURE_COMPACT: [Key; 8] = [
-    Key::new(b"{\"request_id\":", 0),
-    Key::new(b",\"user_id\":", 1),
-    Key::new(b",\"item_id\":", 2),
-    Key::new(b",\"author_id\":", 4),
-    Key::new(b",\"ts_ms\":", 3),
-    Key::new(b",\"position\":", 5),
-    Key::new(b",\"user_feats\":", 6),
-    Key::new(b",\"item_feats\":", 7),
-];
-const ACTION_COMPACT: [Key; 6] = [
-    Key::new(b"{\"request_id\":", 0),
-    Key::new(b",\"user_id\":", 1),
-    Key::new(b",\"item_id\":", 2),
-    Key::new(b",\"ts_ms\":", 3),
-    Key::new(b",\"action\":", 4),
-    Key::new(b",\"value\":", 5),
-];
+const EXPOSURE_COMPACT: [Key; 8] = compact(EXPOSURE_KEYS);
+const ACTION_COMPACT: [Key; 6] = compact(ACTION_KEYS);
+
+/// `keys` as a compact line writes them: `{` before the first, `,` before
+/// each other.
+const fn compact<const N: usize>(mut keys: [Key; N]) -> [Key; N] {
+    let mut i = 0;
+    while i < N {
+        keys[i] = keys[i].after(if i == 0 { b'{' } else { b',' });
+        i += 1;
+    }
+    keys
+}
 
 impl Scan<'_> {
     /// Consumes `key` if the line continues with it.
@@ -417,17 +434,23 @@ impl Scan<'_> {
     }
 }
 
+/// The three ids both records start with in the compact layout.
+#[inline(always)]
+fn compact_ids(s: &mut Scan<'_>, k: &[Key]) -> Option<(u64, u64, u64)> {
+    s.lit(k.first()?)?;
+    let request_id = s.uint()?;
+    s.lit(k.get(1)?)?;
+    let user_id = s.uint()?;
+    s.lit(k.get(2)?)?;
+    Some((request_id, user_id, s.uint()?))
+}
+
 /// An exposure in the compact canonical layout, or `None` (the caller then
 /// tries the general walk).
 fn exposure_compact(line: &[u8]) -> Option<ExposureWire> {
     let k = &EXPOSURE_COMPACT;
     let mut s = Scan { b: line, i: 0 };
-    s.lit(&k[0])?;
-    let request_id = s.uint()?;
-    s.lit(&k[1])?;
-    let user_id = s.uint()?;
-    s.lit(&k[2])?;
-    let item_id = s.uint()?;
+    let (request_id, user_id, item_id) = compact_ids(&mut s, k)?;
     s.lit(&k[3])?;
     let author_id = s.uint()?;
     s.lit(&k[4])?;
@@ -455,12 +478,7 @@ fn exposure_compact(line: &[u8]) -> Option<ExposureWire> {
 fn action_compact(line: &[u8]) -> Option<ActionWire<'_>> {
     let k = &ACTION_COMPACT;
     let mut s = Scan { b: line, i: 0 };
-    s.lit(&k[0])?;
-    let request_id = s.uint()?;
-    s.lit(&k[1])?;
-    let user_id = s.uint()?;
-    s.lit(&k[2])?;
-    let item_id = s.uint()?;
+    let (request_id, user_id, item_id) = compact_ids(&mut s, k)?;
     s.lit(&k[3])?;
     let ts_ms = s.int()?;
     s.lit(&k[4])?;
