@@ -419,9 +419,14 @@ pub trait ChunkSource: Send {
     }
 }
 
-/// A chunk read ahead: its end position and the `ts_ms` of its first and
-/// last lines.
-type Ahead = (Chunk, SourcePos, Option<i64>, Option<i64>);
+/// A chunk read ahead, with the position after it and the `ts_ms` of its
+/// first and last lines.
+struct Ahead {
+    chunk: Chunk,
+    pos: SourcePos,
+    first_ts: Option<i64>,
+    last_ts: Option<i64>,
+}
 
 pub struct Reader {
     sources: Vec<SourceReader>,
@@ -460,9 +465,13 @@ impl Reader {
     fn fill(&mut self, s: usize) -> Result<(), InputError> {
         if self.ahead[s].is_none() && !self.done[s] {
             match self.sources[s].read_chunk()? {
-                Some((c, pos)) => {
-                    let (first, last) = (first_ts(&c.data), last_ts(&c.data));
-                    self.ahead[s] = Some((c, pos, first, last));
+                Some((chunk, pos)) => {
+                    self.ahead[s] = Some(Ahead {
+                        first_ts: first_ts(&chunk.data),
+                        last_ts: last_ts(&chunk.data),
+                        chunk,
+                        pos,
+                    });
                 }
                 None => self.done[s] = true,
             }
@@ -486,14 +495,15 @@ impl Reader {
             (Some(_), None) => 0,
             (None, Some(_)) => 1,
             (Some(e), Some(a)) => {
-                let first = a.2.unwrap_or(i64::MIN);
-                let reach =
-                    a.3.unwrap_or(first)
-                        .clamp(first, first.saturating_add(self.lead_ms));
-                usize::from(reach < e.2.unwrap_or(i64::MIN))
+                let first = a.first_ts.unwrap_or(i64::MIN);
+                let reach = a
+                    .last_ts
+                    .unwrap_or(first)
+                    .clamp(first, first.saturating_add(self.lead_ms));
+                usize::from(reach < e.first_ts.unwrap_or(i64::MIN))
             }
         };
-        let Some((mut chunk, pos, ..)) = self.ahead[pick].take() else {
+        let Some(Ahead { mut chunk, pos, .. }) = self.ahead[pick].take() else {
             return Ok(None);
         };
         self.positions[pick] = pos;

@@ -107,25 +107,6 @@ impl<T, R: Fn(&T) -> u64> Bundler<T, R> {
     }
 }
 
-/// Where [`parse_chunk`] puts the records it parses, each kind in input order.
-pub trait ParsedSink {
-    fn exposure(&mut self, e: Exposure);
-    fn action(&mut self, a: Action);
-    fn side(&mut self, s: Side);
-}
-
-impl ParsedSink for Vec<Parsed> {
-    fn exposure(&mut self, e: Exposure) {
-        self.push(Parsed::Exposure(e))
-    }
-    fn action(&mut self, a: Action) {
-        self.push(Parsed::Action(a))
-    }
-    fn side(&mut self, s: Side) {
-        self.push(Parsed::Side(s))
-    }
-}
-
 /// One chunk's parsed records bound for one join worker, by kind, each kind
 /// in input order: the join takes the two record vectors as they are.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -173,6 +154,27 @@ impl ParsedBundler {
             .get_mut((exposure_route(request_id, item_id) % n) as usize)
     }
 
+    /// An exposure, to the worker of its identity (input order is kept).
+    pub fn exposure(&mut self, e: Exposure) {
+        if let Some(p) = self.part(e.request_id, e.item_id) {
+            p.exposures.push(e);
+        }
+    }
+
+    /// An action, to the worker of its exposure's identity.
+    pub fn action(&mut self, a: Action) {
+        if let Some(p) = self.part(a.request_id, a.item_id) {
+            p.actions.push(a);
+        }
+    }
+
+    /// A side record (dead letter, counts): it stays on the parsing worker.
+    pub fn side(&mut self, s: Side) {
+        if let Some(p) = self.parts.get_mut(self.me) {
+            p.sides.push(s);
+        }
+    }
+
     /// One bundle per join worker, each with its copy of `meta`.
     pub fn finish(mut self, meta: Meta) -> Vec<ParsedBundle> {
         for p in &mut self.parts {
@@ -182,24 +184,6 @@ impl ParsedBundler {
             };
         }
         self.parts
-    }
-}
-
-impl ParsedSink for ParsedBundler {
-    fn exposure(&mut self, e: Exposure) {
-        if let Some(p) = self.part(e.request_id, e.item_id) {
-            p.exposures.push(e);
-        }
-    }
-    fn action(&mut self, a: Action) {
-        if let Some(p) = self.part(a.request_id, a.item_id) {
-            p.actions.push(a);
-        }
-    }
-    fn side(&mut self, s: Side) {
-        if let Some(p) = self.parts.get_mut(self.me) {
-            p.sides.push(s);
-        }
     }
 }
 
@@ -244,15 +228,6 @@ pub enum Side {
     ViewsSnapshot(u32, #[serde(with = "crate::raw_bytes")] Vec<u8>),
     /// Changes of the views' table: (row, value, +1 / -1).
     ViewChanges(Vec<(crate::views::ViewKey, i64, i64)>),
-}
-
-/// One record of the parser's output, as a plain `Vec<Parsed>` sink
-/// collects them (tests, benchmarks); the job uses [`ParsedBundler`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Parsed {
-    Exposure(Exposure),
-    Action(Action),
-    Side(Side),
 }
 
 /// Output of the label join.

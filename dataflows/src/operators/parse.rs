@@ -5,7 +5,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::Stream;
 
-use super::{DeadLetter, Meta, ParsedBundle, ParsedBundler, ParsedSink, Side};
+use super::{DeadLetter, Meta, ParsedBundle, ParsedBundler, Side};
 use crate::event::{parse_action, parse_exposure, Origin, Source};
 use crate::input::Chunk;
 use crate::metrics::{Counter, Counters, Reason};
@@ -81,8 +81,9 @@ impl<'scope> ParseChunks<'scope> for Stream<'scope, u64, Vec<Chunk>> {
     }
 }
 
-/// Parses one chunk into `out`; returns its [`Meta`] (target 0).
-pub fn parse_chunk(chunk: &Chunk, out: &mut impl ParsedSink) -> Meta {
+/// Parses one chunk into `out`; returns its [`Meta`] (`finish` gives each
+/// bundle its copy).
+pub fn parse_chunk(chunk: &Chunk, out: &mut ParsedBundler) -> Meta {
     let mut counters = Counters::default();
     let mut max_ts: Option<i64> = None;
     let mut too_long = chunk.too_long.iter().peekable();
@@ -149,7 +150,7 @@ pub fn parse_chunk(chunk: &Chunk, out: &mut impl ParsedSink) -> Meta {
 }
 
 fn dead(
-    out: &mut impl ParsedSink,
+    out: &mut ParsedBundler,
     counters: &mut Counters,
     origin: Origin,
     reason: Reason,
